@@ -1,0 +1,124 @@
+"""The four stages as one object: load -> encode -> sample -> decode.
+
+Each stage runs on whatever device its modules sit on at the time, so a host (ComfyUI's
+model management, or ``offload="sequential"`` here) can move modules between stages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .conditioning import MIDIConditioning, build_conditioning
+from .errors import MIDIInputError, MIDILoadError
+from .meshing import DECODERS, decode_grids, grids_to_meshes
+from .sampling import initial_noise, sample
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+          "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TRAINED_MAX_INSTANCES = 7
+
+
+def resolve_dtype(dtype, device) -> torch.dtype:
+    """'auto' -> bf16 on CUDA with bf16 support, fp16 on other CUDA, fp32 on CPU."""
+    device = torch.device(device)
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise MIDIInputError(f"dtype {dtype!r}: use one of auto, fp32, fp16, bf16")
+    return DTYPES[dtype]
+
+
+@dataclass
+class MIDIPipeline:
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    image_encoder_1: torch.nn.Module
+    image_encoder_2: torch.nn.Module
+    feature_extractor_1: object
+    feature_extractor_2: object
+    scheduler_config: dict
+    folder: str = ""
+
+    @classmethod
+    def from_pretrained(cls, folder, device="cpu", dtype=None, attention_backend: str = "sdpa",
+                        mi_mode: str = "grouped") -> "MIDIPipeline":
+        root = ckpt.check_model_folder(folder)
+        dt = resolve_dtype(dtype, device)
+        if torch.device(device).type == "cpu" and dt == torch.float16:
+            raise MIDILoadError("dtype fp16 is not supported on the CPU: use fp32 (or bf16)")
+        pipe = cls(
+            transformer=ckpt.load_transformer(root, dt, device),
+            vae=ckpt.load_vae(root, dt, device),
+            image_encoder_1=ckpt.load_image_encoder(root, "clip", dt, device),
+            image_encoder_2=ckpt.load_image_encoder(root, "dino", dt, device),
+            feature_extractor_1=ckpt.load_processor(root, 1),
+            feature_extractor_2=ckpt.load_processor(root, 2),
+            scheduler_config=ckpt.load_scheduler_config(root),
+            folder=str(root),
+        )
+        pipe.transformer.set_attention(attention_backend, mi_mode)
+        pipe.vae.apply(lambda m: setattr(m, "backend", attention_backend) if hasattr(m, "backend") else None)
+        return pipe
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    def modules(self) -> dict:
+        return {"image_encoder_1": self.image_encoder_1, "image_encoder_2": self.image_encoder_2,
+                "transformer": self.transformer, "vae": self.vae}
+
+    def to(self, device=None, dtype=None) -> "MIDIPipeline":
+        for m in self.modules().values():
+            m.to(device=device, dtype=dtype)
+        return self
+
+    def encode(self, image, masks, image_padding: bool = False,
+               max_instances: int | None = None) -> MIDIConditioning:
+        """image HxWx3 (uint8 or 0..1 floats, or PIL) + masks (N,H,W) -> conditioning."""
+        return build_conditioning(image, masks, self.image_encoder_1, self.image_encoder_2,
+                                  self.feature_extractor_1, self.feature_extractor_2,
+                                  image_padding, max_instances)
+
+    def sample(self, cond: MIDIConditioning, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
+               callback=None, record=None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """-> final latents (n, T, C) float32 on the CPU."""
+        cfg = self.transformer.config
+        if noise is None:
+            noise = initial_noise(cond.num_instances, cfg.num_tokens, cfg.in_channels, seed)
+        if record is not None:
+            record["initial_noise"] = noise
+        sc = self.scheduler_config
+        lat = sample(self.transformer, cond.image_embeds_1, cond.image_embeds_2, noise, steps,
+                     guidance_scale, shift=float(sc.get("shift", 1.0)),
+                     num_train_timesteps=int(sc.get("num_train_timesteps", 1000)),
+                     callback=callback, record=record)
+        return lat.float().cpu()
+
+    def decode(self, latents: torch.Tensor, octree_depth: int = 8, decoder: str = "progressive",
+               smoothing: bool = True, callback=None, record=None, chunk: int = 50_000):
+        """-> one trimesh.Trimesh per instance, in the scene frame [-1, 1]^3."""
+        if decoder not in DECODERS:
+            raise MIDIInputError(f"decoder {decoder!r}: use one of {', '.join(DECODERS)}")
+        if not 2 <= octree_depth <= 10:
+            raise MIDIInputError(f"octree_depth {octree_depth}: use 2..10 (8 = the official 257^3 grid)")
+        grids = decode_grids(self.vae, latents, octree_depth, decoder, chunk, callback, record)
+        return grids_to_meshes(grids, smoothing, record)
+
+    def __call__(self, image, masks, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
+                 octree_depth: int = 8, decoder: str = "progressive", image_padding: bool = False,
+                 smoothing: bool = True):
+        cond = self.encode(image, masks, image_padding)
+        lat = self.sample(cond, seed, steps, guidance_scale)
+        return self.decode(lat, octree_depth, decoder, smoothing)
+
+
+def default_model_dir() -> Path:
+    return Path("pretrained_weights") / "MIDI-3D"
