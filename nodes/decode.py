@@ -1,0 +1,103 @@
+"""DecodeToMeshes: MIDI_LATENTS -> core MESH batch, one item per object."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import host
+from .lib import lib
+
+DECODERS = ["progressive", "dense"]
+
+
+def meshes_to_core(meshes):
+    """list of trimesh -> core MESH: a variable-size batch (B = objects), zero-padded faces,
+    padded vertices repeat the item's first vertex, real sizes in vertex_counts / face_counts."""
+    dev = host.intermediate_device()
+    b = len(meshes)
+    nv = [len(m.vertices) for m in meshes]
+    nf = [len(m.faces) for m in meshes]
+    vmax, fmax = max(nv + [1]), max(nf + [1])
+    verts = torch.zeros((b, vmax, 3), dtype=torch.float32)
+    faces = torch.zeros((b, fmax, 3), dtype=torch.int64)
+    for i, m in enumerate(meshes):
+        if nv[i]:
+            v = torch.from_numpy(np.asarray(m.vertices, np.float32))
+            verts[i, :nv[i]] = v
+            verts[i, nv[i]:] = v[0]
+        if nf[i]:
+            faces[i, :nf[i]] = torch.from_numpy(np.asarray(m.faces, np.int64))
+    return host.make_mesh(verts.to(dev), faces.to(dev),
+                          torch.tensor(nv, dtype=torch.int64, device=dev), torch.tensor(nf, dtype=torch.int64, device=dev))
+
+
+def core_to_meshes(mesh):
+    """core MESH (any host version, with or without counts) -> list of trimesh, one per item."""
+    import trimesh
+
+    v = getattr(mesh, "vertices", None)
+    f = getattr(mesh, "faces", None)
+    if v is None or f is None:
+        raise lib("errors").MIDIInputError(f"mesh: expected a MESH (vertices + faces), got {type(mesh).__name__}")
+    v = torch.as_tensor(v)
+    f = torch.as_tensor(f)
+    if v.ndim == 2:
+        v, f = v[None], f[None]
+    vc = getattr(mesh, "vertex_counts", None)
+    fc = getattr(mesh, "face_counts", None)
+    out = []
+    for i in range(v.shape[0]):
+        n = int(vc[i]) if vc is not None else v.shape[1]
+        m = int(fc[i]) if fc is not None else f.shape[1]
+        out.append(trimesh.Trimesh(v[i, :n].detach().float().cpu().numpy(),
+                                   f[i, :m].detach().cpu().numpy().astype(np.int64), process=False))
+    return out
+
+
+class DecodeToMeshes:
+    DESCRIPTION = ("Turns the latents into one mesh per object: the shape VAE is queried on an octree grid, "
+                   "then marching cubes. All objects share the scene's coordinate frame. Progress and Cancel per "
+                   "chunk of grid queries.")
+    CATEGORY = "MIDI"
+    FUNCTION = "decode"
+    RETURN_TYPES = ("MESH",)
+    RETURN_NAMES = ("meshes",)
+    OUTPUT_TOOLTIPS = ("Core MESH batch, one item per object (variable size on ComfyUI >= 0.27). Works with Save "
+                       "MIDI Scene and core SaveGLB (one file per object).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "midi_model": ("MIDI_MODEL", {"tooltip": "From Load MIDI Model (its VAE decodes)."}),
+            "latents": ("MIDI_LATENTS", {"tooltip": "From MIDI Sampler."}),
+            "octree_depth": ("INT", {"default": 8, "min": 4, "max": 10, "tooltip":
+                                     "Grid resolution 2^depth + 1 per side. 8 = official 257^3; 7 is 8x faster and "
+                                     "coarser; 9 is finer and 8x slower."}),
+            "decoder": (DECODERS, {"default": "progressive", "tooltip":
+                                   "progressive (official): decode, then decode again inside each object's box for "
+                                   "more detail. dense: one pass over the whole scene box (half the work)."}),
+            "smoothing": ("BOOLEAN", {"default": True, "tooltip": "Official 3x3x3 smoothing of the field before "
+                                                                  "marching cubes (removes stair steps)."}),
+            "remove_floaters": ("BOOLEAN", {"default": False, "tooltip":
+                                            "Drop small disconnected pieces (fewer than 5% of the faces of the "
+                                            "object's largest piece)."}),
+            "max_faces": ("INT", {"default": 0, "min": 0, "max": 10_000_000, "step": 1000, "tooltip":
+                                  "Face budget per object (0 = keep all). Larger meshes are simplified."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def decode(self, midi_model, latents, octree_depth=8, decoder="progressive", smoothing=True,
+               remove_floaters=False, max_faces=0, unique_id=None):
+        lat = latents["samples"] if isinstance(latents, dict) else latents
+        if not isinstance(lat, torch.Tensor) or lat.ndim != 3:
+            raise lib("errors").MIDIInputError("latents: expected MIDI_LATENTS from MIDI Sampler")
+        pipe = midi_model.prepare("decode")
+        bar = host.Progress(1, node_id=unique_id)
+        with torch.inference_mode():
+            meshes = pipe.decode(lat, octree_depth=int(octree_depth), decoder=decoder, smoothing=bool(smoothing),
+                                 callback=bar.callback())
+        if remove_floaters or max_faces:
+            meshes = lib("postprocess").postprocess(meshes, remove_small=bool(remove_floaters), max_faces=int(max_faces))
+        empty = [i for i, m in enumerate(meshes) if len(m.faces) == 0]
+        if empty:
+            host.log.warning("MIDI: object(s) %s have no surface at this resolution (empty mesh)", empty)
+        return (meshes_to_core(meshes),)

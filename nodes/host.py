@@ -1,0 +1,340 @@
+"""The one place that talks to ComfyUI.
+
+Every other module in ``nodes/`` goes through these functions, so the nodes import and
+run without ComfyUI (tests, scripts). Inside ComfyUI the real services are used:
+``folder_paths`` (model/output folders), ``comfy.model_management`` (devices, dtype,
+``load_models_gpu``, interrupt), ``comfy.model_patcher.ModelPatcher`` (offloading like
+core models), ``comfy.utils.ProgressBar`` and the core 3D types (``Types.MESH``,
+``Types.File3D`` on ComfyUI >= 0.27).
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+
+import torch
+
+log = logging.getLogger("ComfyUI-MIDI")
+
+try:  # ComfyUI host
+    import folder_paths as _fp
+    import comfy.model_management as _mm
+    import comfy.model_patcher as _patcher
+    import comfy.utils as _cutils
+    IN_COMFY = True
+except ImportError:  # tests, scripts
+    _fp = _mm = _patcher = _cutils = None
+    IN_COMFY = False
+
+try:
+    from comfy_api.latest import Types as _Types
+except Exception:  # no ComfyUI, or a ComfyUI without the V3 API
+    _Types = None
+
+MODEL_FOLDER = "midi"          # ComfyUI/models/midi/<model folder>
+DEFAULT_MODEL = "MIDI-3D"      # released weights: VAST-AI/MIDI-3D
+DEFAULT_REPO = "VAST-AI/MIDI-3D"
+
+
+# ------------------------------------------------------------------------------------------------
+# core 3D types
+class _FallbackMESH:
+    """Stand-in for ``comfy_api.latest.Types.MESH`` (0.27 field names) outside ComfyUI."""
+
+    def __init__(self, vertices, faces, uvs=None, vertex_colors=None, texture=None,
+                 vertex_counts=None, face_counts=None, unlit=False):
+        self.vertices, self.faces = vertices, faces
+        self.uvs, self.vertex_colors, self.texture, self.unlit = uvs, vertex_colors, texture, unlit
+        self.vertex_counts, self.face_counts = vertex_counts, face_counts
+
+
+class _FallbackFile3D:
+    """Stand-in for ``Types.File3D`` (disk-backed only) outside ComfyUI / on ComfyUI < 0.27."""
+
+    def __init__(self, source, file_format=""):
+        self.source = source
+        self.format = (file_format or os.path.splitext(str(source))[1].lstrip(".")).lower()
+
+    def get_source(self):
+        return self.source
+
+    def get_bytes(self):
+        with open(self.source, "rb") as f:
+            return f.read()
+
+
+MESH = getattr(_Types, "MESH", None) or _FallbackMESH
+File3D = getattr(_Types, "File3D", None) or _FallbackFile3D
+HAS_FILE3D = getattr(_Types, "File3D", None) is not None
+try:
+    MESH_HAS_COUNTS = "vertex_counts" in inspect.signature(MESH.__init__).parameters
+except (TypeError, ValueError):
+    MESH_HAS_COUNTS = False
+
+
+def make_mesh(vertices, faces, vertex_counts, face_counts):
+    """Core MESH from padded (B,N,3)/(B,M,3) tensors and per-item counts.
+
+    ComfyUI >= 0.27 carries the counts in the object (variable-size batch). Older hosts
+    (0.8) have ``MESH(vertices, faces)`` only; the counts are then attached as plain
+    attributes so this pack still slices exactly (core nodes see the padded arrays).
+    """
+    if MESH_HAS_COUNTS:
+        return MESH(vertices=vertices, faces=faces, vertex_counts=vertex_counts, face_counts=face_counts)
+    mesh = MESH(vertices, faces)
+    mesh.vertex_counts, mesh.face_counts = vertex_counts, face_counts
+    return mesh
+
+
+# ------------------------------------------------------------------------------------------------
+# folders
+_fallback_dirs = {
+    "models": os.environ.get("MIDI_MODELS_DIR", os.path.join(os.getcwd(), "models")),
+    "output": os.environ.get("MIDI_OUTPUT_DIR", os.path.join(os.getcwd(), "output")),
+}
+
+
+def set_fallback_dirs(models: str | None = None, output: str | None = None):
+    """Outside ComfyUI: where ``models/<folder>`` and the output folder are (tests, scripts)."""
+    if models is not None:
+        _fallback_dirs["models"] = models
+    if output is not None:
+        _fallback_dirs["output"] = output
+
+
+def register_model_folder(name: str = MODEL_FOLDER):
+    """Make ``ComfyUI/models/<name>`` a model folder (extra_model_paths.yaml may add more)."""
+    if not IN_COMFY:
+        return
+    default = os.path.join(_fp.models_dir, name)
+    _fp.add_model_folder_path(name, default)
+
+
+def model_folder_paths(name: str = MODEL_FOLDER) -> list[str]:
+    if IN_COMFY:
+        try:
+            return list(_fp.get_folder_paths(name))
+        except Exception:
+            return [os.path.join(_fp.models_dir, name)]
+    return [os.path.join(_fallback_dirs["models"], name)]
+
+
+def list_subfolders(name: str = MODEL_FOLDER) -> list[str]:
+    """Names of the model folders (sub-directories) in every search path of ``models/<name>``."""
+    found = set()
+    for root in model_folder_paths(name):
+        if os.path.isdir(root):
+            for entry in os.listdir(root):
+                if not entry.startswith(".") and os.path.isdir(os.path.join(root, entry)):
+                    found.add(entry)
+    return sorted(found)
+
+
+def find_subfolder(entry: str, name: str = MODEL_FOLDER) -> str | None:
+    """Full path of ``models/<name>/<entry>`` (first search path that has it), or None."""
+    if not entry or os.path.isabs(entry) or ".." in re.split(r"[\\/]", entry):
+        return None
+    for root in model_folder_paths(name):
+        path = os.path.join(root, entry)
+        if os.path.isdir(path):
+            return path
+    return None
+
+
+def default_download_dir(entry: str, name: str = MODEL_FOLDER) -> str:
+    return os.path.join(model_folder_paths(name)[0], entry)
+
+
+def list_files(name: str) -> list[str]:
+    """Files of a core model folder (e.g. ``loras``), [] when unknown."""
+    if IN_COMFY:
+        try:
+            return list(_fp.get_filename_list(name))
+        except Exception:
+            return []
+    root = os.path.join(_fallback_dirs["models"], name)
+    out = []
+    if os.path.isdir(root):
+        for dirpath, _, files in os.walk(root, followlinks=True):
+            for f in files:
+                out.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def file_path(name: str, filename: str) -> str | None:
+    if IN_COMFY:
+        return _fp.get_full_path(name, filename)
+    path = os.path.join(_fallback_dirs["models"], name, filename)
+    return path if os.path.isfile(path) else None
+
+
+def output_directory() -> str:
+    return _fp.get_output_directory() if IN_COMFY else _fallback_dirs["output"]
+
+
+_SAFE_PART = re.compile(r"[^A-Za-z0-9._\- ]+")
+
+
+def _clean_prefix(prefix: str) -> tuple[str, str]:
+    """'a/b/name' -> ('a/b', 'name'); refuses absolute paths and '..' (one-line ValueError)."""
+    prefix = (prefix or "").strip().replace("\\", "/")
+    if not prefix:
+        prefix = "midi/scene"
+    if prefix.startswith("/") or re.match(r"^[A-Za-z]:", prefix):
+        raise ValueError(f"filename_prefix '{prefix}' is an absolute path: use a name relative to the "
+                         "output folder, e.g. 'midi/scene'")
+    parts = [p for p in prefix.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise ValueError(f"filename_prefix '{prefix}' leaves the output folder: remove '..', e.g. 'midi/scene'")
+    parts = [_SAFE_PART.sub("_", p) for p in parts] or ["scene"]
+    return "/".join(parts[:-1]), parts[-1]
+
+
+def reserve_output_file(prefix: str, ext: str, suffix: str = "") -> tuple[str, str, str]:
+    """Create a NEW empty file ``<output>/<subfolder>/<name>_<counter:05>_<suffix>.<ext>``.
+
+    Never overwrites: the counter goes past every existing file of that prefix and the file is
+    created with O_EXCL. Returns (full path, subfolder, filename).
+    """
+    subfolder, name = _clean_prefix(prefix)
+    out_root = os.path.realpath(output_directory())
+    folder = os.path.realpath(os.path.join(out_root, subfolder))
+    if os.path.commonpath([out_root, folder]) != out_root:
+        raise ValueError(f"filename_prefix '{prefix}' leaves the output folder: use e.g. 'midi/scene'")
+    os.makedirs(folder, exist_ok=True)
+    pat = re.compile(re.escape(name) + r"_(\d{5,})_")
+    counter = 1
+    for f in os.listdir(folder):
+        m = pat.match(f)
+        if m:
+            counter = max(counter, int(m.group(1)) + 1)
+    while True:
+        filename = f"{name}_{counter:05d}_{suffix}.{ext}"
+        path = os.path.join(folder, filename)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.close(fd)
+            return path, subfolder, filename
+        except FileExistsError:
+            counter += 1
+
+
+# ------------------------------------------------------------------------------------------------
+# devices, dtype, model management
+def torch_device() -> torch.device:
+    if IN_COMFY:
+        return _mm.get_torch_device()
+    return torch.device("cpu")
+
+
+def offload_device() -> torch.device:
+    if IN_COMFY:
+        return _mm.unet_offload_device()
+    return torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    if IN_COMFY:
+        return _mm.intermediate_device()
+    return torch.device("cpu")
+
+
+def auto_dtype(device=None) -> torch.dtype:
+    """bf16 / fp16 where ComfyUI would use them on the compute device, else fp32."""
+    device = device or torch_device()
+    if IN_COMFY:
+        try:
+            if _mm.should_use_bf16(device, prioritize_performance=True):
+                return torch.bfloat16
+            if _mm.should_use_fp16(device, prioritize_performance=True):
+                return torch.float16
+        except Exception:
+            pass
+        return torch.float32
+    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+class _Holder(torch.nn.Module):
+    """Owns one library module for ModelPatcher (which sets attributes such as ``device`` on
+    the module it manages; transformers models have a read-only ``device`` property)."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.inner = module
+
+
+class ManagedModule:
+    """One library module under ComfyUI's model management (or plain ``.to`` outside it)."""
+
+    def __init__(self, module: torch.nn.Module, name: str):
+        self.module, self.name = module, name
+        self.patcher = None
+        if IN_COMFY:
+            self.patcher = _patcher.ModelPatcher(_Holder(module), load_device=torch_device(),
+                                                 offload_device=offload_device())
+
+
+def load_models(managed: list[ManagedModule]):
+    """Put these modules on the compute device (ComfyUI may offload others to make room)."""
+    if IN_COMFY:
+        _mm.load_models_gpu([m.patcher for m in managed if m.patcher is not None])
+        return
+    dev = torch_device()
+    for m in managed:
+        m.module.to(dev)
+
+
+# ------------------------------------------------------------------------------------------------
+# progress and cancel
+class Interrupted(Exception):
+    """Raised outside ComfyUI when :func:`request_interrupt` was called (ComfyUI raises its own)."""
+
+
+_state = {"interrupt": False, "progress_hook": None}
+
+
+def request_interrupt(value: bool = True):
+    """Outside ComfyUI: ask the running node to stop at its next step/chunk (tests)."""
+    _state["interrupt"] = value
+
+
+def set_progress_hook(fn):
+    """Outside ComfyUI: fn(value, total, node_id) is called on every progress update (tests)."""
+    _state["progress_hook"] = fn
+
+
+def check_interrupt():
+    """Raise if the user pressed Cancel (ComfyUI) / :func:`request_interrupt` was called."""
+    if IN_COMFY:
+        _mm.throw_exception_if_processing_interrupted()
+        return
+    if _state["interrupt"]:
+        _state["interrupt"] = False
+        raise Interrupted("processing interrupted")
+
+
+class Progress:
+    """ComfyUI progress bar; also checks Cancel on every update."""
+
+    def __init__(self, total: int, node_id=None):
+        self.total, self.node_id = max(int(total), 1), node_id
+        self._bar = _cutils.ProgressBar(self.total, node_id=node_id) if IN_COMFY else None
+
+    def set(self, value: int, total: int | None = None):
+        if total is not None:
+            self.total = max(int(total), 1)
+        if self._bar is not None:
+            self._bar.update_absolute(int(value), self.total)
+        elif _state["progress_hook"] is not None:
+            _state["progress_hook"](int(value), self.total, self.node_id)
+        check_interrupt()
+
+    def callback(self, offset: int = 0):
+        """``callback(i, total)`` for the library: i steps/chunks done -> bar at i + offset."""
+        def cb(value, total):
+            self.set(int(value) + offset, total)
+        return cb

@@ -1,0 +1,121 @@
+"""LoadMIDIModel: a model folder from ComfyUI/models/midi -> MIDI_MODEL."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import host
+from .lib import lib
+
+DTYPES = ["auto", "fp32", "fp16", "bf16"]
+_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+ATTENTION = ["sdpa", "math"]
+NO_LORA = "none"
+
+host.register_model_folder()
+
+
+class MIDIModel:
+    """What flows on a MIDI_MODEL link: the pipeline plus its modules under model management.
+
+    Stages put their modules on the compute device just before they run
+    (encoders -> DiT -> VAE); ComfyUI offloads the others when memory is short.
+    """
+
+    STAGES = {"encode": ("image_encoder_1", "image_encoder_2"), "sample": ("transformer",), "decode": ("vae",)}
+
+    def __init__(self, pipe, name: str, folder: str, dtype: torch.dtype, lora: str | None = None):
+        self.pipe, self.name, self.folder, self.dtype, self.lora = pipe, name, folder, dtype, lora
+        self.managed = {attr: host.ManagedModule(getattr(pipe, attr), attr)
+                        for attrs in self.STAGES.values() for attr in attrs}
+
+    def prepare(self, stage: str):
+        host.load_models([self.managed[a] for a in self.STAGES[stage]])
+        return self.pipe
+
+    def __repr__(self):
+        return f"MIDIModel({self.name!r}, dtype={self.dtype}, lora={self.lora!r})"
+
+
+def model_choices() -> list[str]:
+    names = host.list_subfolders()
+    if host.DEFAULT_MODEL not in names:
+        names.append(host.DEFAULT_MODEL)
+    return names
+
+
+def _download(entry: str) -> str:
+    target = host.default_download_dir(entry)
+    try:
+        from huggingface_hub import snapshot_download
+        snapshot_download(repo_id=host.DEFAULT_REPO, local_dir=target,
+                          allow_patterns=["*.json", "*.safetensors", "*.txt"])
+    except Exception as e:  # offline, no access, disk full ...
+        raise lib("errors").MIDILoadError(
+            f"download of {host.DEFAULT_REPO} into {target} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            f"download it by hand (huggingface-cli download {host.DEFAULT_REPO} --local-dir {target})") from None
+    return target
+
+
+class LoadMIDIModel:
+    DESCRIPTION = ("Loads a MIDI-3D model folder (VAST-AI/MIDI-3D layout) from ComfyUI/models/midi. "
+                   "Its parts are managed like core models: each stage moves to the GPU when it runs and is "
+                   "offloaded when memory is needed.")
+    CATEGORY = "MIDI"
+    FUNCTION = "load"
+    RETURN_TYPES = ("MIDI_MODEL",)
+    RETURN_NAMES = ("midi_model",)
+    OUTPUT_TOOLTIPS = ("The loaded MIDI pipeline (image encoders, multi-instance DiT, shape VAE).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (model_choices(), {"default": host.DEFAULT_MODEL, "tooltip":
+                          "Folder under ComfyUI/models/midi holding the VAST-AI/MIDI-3D files "
+                          "(model_index.json, transformer/, vae/, image_encoder_1/2/, feature_extractor_1/2/, scheduler/)."}),
+                "dtype": (DTYPES, {"default": "auto", "tooltip":
+                          "Weight precision. auto: bf16/fp16 where ComfyUI would use them on this GPU, fp32 on CPU. "
+                          "fp32 reproduces the official numbers exactly; bf16/fp16 halve the memory."}),
+                "attention": (ATTENTION, {"default": "sdpa", "tooltip":
+                              "Attention kernel. sdpa: PyTorch scaled_dot_product_attention (fused, fast). "
+                              "math: plain matmul + softmax (reference, slow, for debugging)."}),
+            },
+            "optional": {
+                "lora": ([NO_LORA] + [f for f in host.list_files("loras") if f.endswith(".safetensors")],
+                         {"default": NO_LORA, "tooltip":
+                          "Optional LoRA for the DiT from ComfyUI/models/loras (peft or diffusers key names, "
+                          ".safetensors). It is merged into the weights with peft."}),
+                "lora_strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05, "tooltip":
+                                  "Scale of the LoRA update (1.0 = as trained, 0 = no effect)."}),
+                "download": ("BOOLEAN", {"default": False, "tooltip":
+                             f"If the folder is missing, download {host.DEFAULT_REPO} (several GB) from Hugging Face "
+                             "into ComfyUI/models/midi/<model> first."}),
+            },
+        }
+
+    def load(self, model, dtype="auto", attention="sdpa", lora=NO_LORA, lora_strength=1.0, download=False):
+        errors = lib("errors")
+        folder = host.find_subfolder(model)
+        if folder is None:
+            if not download:
+                paths = ", ".join(host.model_folder_paths()) or "ComfyUI/models/midi"
+                raise errors.MIDILoadError(
+                    f"model folder '{model}' not found in {paths}: put {host.DEFAULT_REPO} there "
+                    f"(huggingface-cli download {host.DEFAULT_REPO} --local-dir <that folder>/{model}) "
+                    f"or set download to true")
+            folder = _download(model)
+        if dtype not in DTYPES:
+            raise errors.MIDIInputError(f"dtype '{dtype}': use one of {', '.join(DTYPES)}")
+        torch_dtype = host.auto_dtype() if dtype == "auto" else _TORCH_DTYPES[dtype]
+        pipe = lib("pipeline").MIDIPipeline.from_pretrained(
+            folder, device=host.offload_device(), dtype=torch_dtype, attention_backend=attention)
+        lora_name = None
+        if lora and lora != NO_LORA:
+            path = host.file_path("loras", lora)
+            if path is None:
+                raise errors.MIDILoadError(f"LoRA '{lora}' not found in ComfyUI/models/loras: pick another or 'none'")
+            lib("lora").apply_lora(pipe.transformer, path, strength=float(lora_strength))
+            lora_name = f"{lora}@{lora_strength:g}"
+        return (MIDIModel(pipe, model, os.path.abspath(folder), torch_dtype, lora_name),)

@@ -1,0 +1,85 @@
+"""SaveMIDIScene: MESH batch -> one scene GLB (one named node per object) for Preview3D."""
+from __future__ import annotations
+
+import os
+import re
+
+from . import host
+from .decode import core_to_meshes
+from .lib import lib
+
+
+def object_names(names: str, n: int) -> list[str]:
+    """'chair, table' -> ['chair', 'table', 'object_2', ...]; unique, GLB-safe."""
+    given = [s.strip() for s in re.split(r"[,\n]", names or "") if s.strip()]
+    out, seen = [], {}
+    for i in range(n):
+        base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", given[i]) if i < len(given) else f"object_{i}"
+        base = base.strip("_") or f"object_{i}"
+        k = seen.get(base, 0)
+        seen[base] = k + 1
+        out.append(base if k == 0 else f"{base}_{k}")
+    return out
+
+
+def _write_new(path: str, data: bytes):
+    with open(path, "r+b") as f:  # the file was created empty and exclusively by reserve_output_file
+        if f.read(1):
+            raise FileExistsError(path)
+        f.write(data)
+
+
+class SaveMIDIScene:
+    DESCRIPTION = ("Saves the objects as one scene GLB with a named node per object (and optionally one GLB per "
+                   "object) in the output folder; never overwrites. Connect model_file to Preview3D to view it.")
+    CATEGORY = "MIDI"
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING", "FILE_3D_GLB")
+    RETURN_NAMES = ("model_file", "scene_glb")
+    OUTPUT_TOOLTIPS = ("Path of the scene GLB relative to the output folder (Preview3D's model_file).",
+                       "The scene as a 3D file (ComfyUI >= 0.27: Preview3D, SaveGLB, Preview3DAdvanced).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "meshes": ("MESH", {"tooltip": "One mesh per object (Decode To Meshes, or any core MESH batch)."}),
+            "filename_prefix": ("STRING", {"default": "midi/scene", "tooltip":
+                                "File name inside the output folder; sub-folders allowed. A counter is added, "
+                                "existing files are never overwritten."}),
+            "save_objects": ("BOOLEAN", {"default": False, "tooltip":
+                             "Also write one GLB per object (<prefix>_<counter>_<name>.glb), in scene coordinates."}),
+        }, "optional": {
+            "names": ("STRING", {"default": "", "multiline": False, "tooltip":
+                      "Object names, comma separated, in mask order (e.g. the labels output of Segment Scene). "
+                      "Missing names become object_<i>."}),
+        }}
+
+    def save(self, meshes, filename_prefix="midi/scene", save_objects=False, names=""):
+        scene_lib = lib("scene")
+        items = core_to_meshes(meshes)
+        labels = object_names(names, len(items))
+        keep = [i for i, m in enumerate(items) if len(m.faces) > 0]
+        if not keep:
+            raise lib("errors").MIDIInputError(
+                f"meshes: all {len(items)} objects are empty; raise octree_depth or check the masks")
+        if len(keep) < len(items):
+            host.log.warning("MIDI: skipping empty object(s) %s", [labels[i] for i in range(len(items)) if i not in keep])
+        kept, kept_names = [items[i] for i in keep], [labels[i] for i in keep]
+        path, subfolder, filename = host.reserve_output_file(filename_prefix, "glb")
+        try:
+            _write_new(path, scene_lib.build_scene(kept, names=kept_names).export(file_type="glb"))
+        except BaseException:
+            os.remove(path)
+            raise
+        files = [{"filename": filename, "subfolder": subfolder, "type": "output"}]
+        if save_objects:
+            stem = filename[:-len("_.glb")]
+            for m, name in zip(kept, kept_names):
+                p = os.path.join(os.path.dirname(path), f"{stem}_{name}.glb")
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(scene_lib.build_scene([m], names=[name]).export(file_type="glb"))
+                files.append({"filename": os.path.basename(p), "subfolder": subfolder, "type": "output"})
+        rel = f"{subfolder}/{filename}" if subfolder else filename
+        return {"ui": {"3d": files}, "result": (rel, host.File3D(path))}

@@ -1,0 +1,137 @@
+"""SegmentScene: scene IMAGE -> one MASK per object (MIDI's order) + preview + labels."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import host
+from .encode import image_to_array
+from .lib import lib
+
+MODES = ["text", "boxes", "points", "automatic", "label_map", "masks"]
+SAM_FOLDER = "sams"
+DINO_FOLDER = "grounding-dino"
+DINO_DEFAULT = "grounding-dino-tiny"
+NO_SAM = "none"
+TOO_MANY = ["error", "keep_first"]
+
+host.register_model_folder(SAM_FOLDER)
+host.register_model_folder(DINO_FOLDER)
+
+_cache: dict = {}  # one SAM and one Grounding DINO stay loaded between runs
+
+
+def _cached(kind: str, key, load):
+    hit = _cache.get(kind)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    _cache.pop(kind, None)
+    model = load()
+    _cache[kind] = (key, model)
+    return model
+
+
+def sam_choices() -> list[str]:
+    files = [f for f in host.list_files(SAM_FOLDER) if f.endswith((".pth", ".pt", ".safetensors", ".bin"))]
+    return files or [NO_SAM]
+
+
+def dino_choices() -> list[str]:
+    names = host.list_subfolders(DINO_FOLDER)
+    return names if DINO_DEFAULT in names else names + [DINO_DEFAULT]
+
+
+class SegmentScene:
+    DESCRIPTION = ("Splits the scene into objects, one mask per object in MIDI's instance order. text: Grounding DINO "
+                   "finds the named objects, SAM cuts them out. boxes / points: SAM from pixel prompts. automatic: SAM "
+                   "everything mode. label_map: an existing seg map (one grey value or colour per object, 0 = "
+                   "background; ascending value = MIDI's order). masks: an existing MASK batch.")
+    CATEGORY = "MIDI"
+    FUNCTION = "segment"
+    RETURN_TYPES = ("MASK", "IMAGE", "STRING")
+    RETURN_NAMES = ("masks", "preview", "labels")
+    OUTPUT_TOOLTIPS = ("One mask per object (N,H,W), disjoint, in instance order, for Encode Multi-Instance Condition.",
+                       "The objects coloured over the image, to check the segmentation.",
+                       "Object names, comma separated (connect to Save MIDI Scene's names).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "The scene image (first image of a batch)."}),
+            "mode": (MODES, {"default": "text", "tooltip":
+                     "text: name the objects. boxes / points: pixel prompts for SAM. automatic: SAM finds objects. "
+                     "label_map: connect a seg map to seg_map. masks: connect a MASK batch to masks."}),
+            "prompt": ("STRING", {"default": "", "multiline": False, "tooltip":
+                       "mode text: the objects to find, separated by '.', e.g. 'sofa. table. lamp'."}),
+            "boxes": ("STRING", {"default": "", "multiline": True, "tooltip":
+                      "mode boxes: one box per object in pixels, 'x0,y0,x1,y1; x0,y0,x1,y1'."}),
+            "points": ("STRING", {"default": "", "multiline": True, "tooltip":
+                       "mode points: 'x,y[,label]; x,y | x,y' in pixels; '|' separates objects, label 1 = on the "
+                       "object (default), 0 = not on it."}),
+            "sam_model": (sam_choices(), {"tooltip":
+                          "SAM checkpoint from ComfyUI/models/sams (e.g. sam_vit_b_01ec64.pth); needed by text, "
+                          "boxes, points and automatic."}),
+            "grounding_dino": (dino_choices(), {"default": DINO_DEFAULT, "tooltip":
+                               "Grounding DINO folder (Hugging Face layout) in ComfyUI/models/grounding-dino, e.g. "
+                               "IDEA-Research/grounding-dino-tiny; needed by mode text."}),
+            "box_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                              "mode text: minimum detection score of a box (official 0.3). Lower finds more objects."}),
+            "text_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                               "mode text: minimum score of the words that name a box's label."}),
+            "max_instances": ("INT", {"default": 7, "min": 1, "max": 64, "tooltip":
+                              "Most objects per scene. MIDI was trained with up to 7; more needs allow_more_instances."}),
+            "too_many": (TOO_MANY, {"default": "error", "tooltip":
+                         "When more objects are found than max_instances: stop with an error, or keep the first ones."}),
+            "allow_more_instances": ("BOOLEAN", {"default": False, "tooltip":
+                                     "Allow max_instances above 7 (quality may drop; memory grows with objects^2)."}),
+            "min_area": ("FLOAT", {"default": 0.001, "min": 0.0, "max": 100000.0, "step": 0.0005, "tooltip":
+                         "SAM modes: drop specks smaller than this (below 1: fraction of the image; 1 and above: "
+                         "pixels)."}),
+        }, "optional": {
+            "seg_map": ("IMAGE", {"tooltip": "mode label_map: the seg map, same size as the image."}),
+            "masks": ("MASK", {"tooltip": "mode masks: a MASK batch (N,H,W), one per object, same size as the image."}),
+        }}
+
+    def segment(self, image, mode, prompt="", boxes="", points="", sam_model=NO_SAM, grounding_dino=DINO_DEFAULT,
+                box_threshold=0.3, text_threshold=0.3, max_instances=7, too_many="error",
+                allow_more_instances=False, min_area=0.001, seg_map=None, masks=None):
+        seg = lib("segmentation.api")
+        errors = lib("errors")
+        if mode not in MODES:
+            raise errors.MIDIInputError(f"mode '{mode}': use one of {', '.join(MODES)}")
+        rgb = image_to_array(image, "image")
+        kw = dict(box_threshold=float(box_threshold), text_threshold=float(text_threshold),
+                  max_instances=int(max_instances), too_many=too_many,
+                  allow_more_instances=bool(allow_more_instances), min_area=float(min_area))
+        device = host.torch_device()
+        if mode == "label_map":
+            if seg_map is None:
+                raise errors.MIDIInputError("Segment Scene: mode label_map needs a seg map on the seg_map input")
+            kw["seg"] = image_to_array(seg_map, "seg_map")
+        elif mode == "masks":
+            if masks is None:
+                raise errors.MIDIInputError("Segment Scene: mode masks needs a MASK batch on the masks input")
+            kw["masks"] = masks.detach().float().cpu().numpy()
+        else:
+            if mode in ("text", "boxes", "points", "automatic"):
+                path = host.file_path(SAM_FOLDER, sam_model) if sam_model != NO_SAM else None
+                if path is None:
+                    raise errors.MIDILoadError(
+                        f"Segment Scene: mode {mode} needs a SAM checkpoint in ComfyUI/models/sams "
+                        f"(e.g. sam_vit_b_01ec64.pth); '{sam_model}' not found")
+                kw["sam"] = _cached("sam", (path, str(device)), lambda: lib("segmentation.sam_loader").load_sam(path, device=device))
+            if mode == "text":
+                folder = host.find_subfolder(grounding_dino, DINO_FOLDER)
+                if folder is None:
+                    raise errors.MIDILoadError(
+                        f"Segment Scene: Grounding DINO folder '{grounding_dino}' not found in ComfyUI/models/"
+                        f"{DINO_FOLDER}: put IDEA-Research/grounding-dino-tiny there")
+                kw["detector"] = _cached("dino", (folder, str(device)),
+                                         lambda: lib("segmentation.grounding_dino").load_grounding_dino(folder, device=device))
+            kw.update(prompt=prompt, boxes=boxes or None, points=points or None)
+        with torch.inference_mode():
+            res = seg.segment_scene(rgb, mode, **kw)
+        dev = host.intermediate_device()
+        out_masks = torch.from_numpy(res.masks.astype(np.float32)).to(dev)
+        preview = torch.from_numpy(res.preview.astype(np.float32) / 255.0)[None].to(dev)
+        return (out_masks, preview, ", ".join(str(l) for l in res.labels))
