@@ -1,0 +1,185 @@
+"""Headless main job: ``python -m midi_model generate ...`` and ``python -m midi_model download ...``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MIDIError
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m midi_model", description="MIDI: one image -> 3D scene")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="image + instance masks -> scene GLB")
+    g.add_argument("--model", required=True, help="model folder in the VAST-AI/MIDI-3D layout")
+    g.add_argument("--image", required=True, help="scene RGB image")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--seg", help="label map: every grey level (after 'L' conversion) is one instance")
+    src.add_argument("--masks", nargs="+", help="one mask image per instance (white = object), in order")
+    g.add_argument("--out", required=True, help="output .glb (never overwritten)")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--steps", type=int, default=50)
+    g.add_argument("--guidance", type=float, default=7.0)
+    g.add_argument("--octree-depth", type=int, default=8, help="grid 2^d+1 per axis (8 = 257^3)")
+    g.add_argument("--decoder", default="progressive", help="progressive (official), dense, or a fast decoder")
+    g.add_argument("--no-smoothing", action="store_true", help="skip the 3x3x3 box smoothing")
+    g.add_argument("--image-padding", action="store_true", help="the official do_image_padding")
+    g.add_argument("--max-instances", type=int, default=None, help="keep the first N instances (official order)")
+    g.add_argument("--size", type=int, default=None, help="resize image (bicubic) and seg (nearest) to SxS first")
+    g.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    g.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16")
+    g.add_argument("--attention", default="sdpa", help="sdpa or math")
+    g.add_argument("--query-points", help=".npy of (P,3) or (n,P,3) points: dump the VAE values there")
+    g.add_argument("--dump", help="write every intermediate array to this .npz")
+
+    d = sub.add_parser("download", help="download VAST-AI/MIDI-3D (needs internet)")
+    d.add_argument("--out", required=True)
+    d.add_argument("--repo", default="VAST-AI/MIDI-3D")
+    return ap
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def _open(path: str, what: str):
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except FileNotFoundError:
+        raise MIDIError(f"--{what} {path}: no such file") from None
+    except Exception as e:
+        raise MIDIError(f"--{what} {path}: not a readable image ({e})") from None
+
+
+def load_inputs(args):
+    """-> (rgb uint8 HxWx3, masks (n,H,W) bool, ids (n,), seg L map or None)."""
+    from PIL import Image
+
+    from .instances import split_label_map
+
+    img = _open(args.image, "image").convert("RGB")
+    if args.size:
+        img = img.resize((args.size, args.size), Image.BICUBIC)
+    rgb = np.asarray(img, dtype=np.uint8)
+    if args.seg:
+        seg = _open(args.seg, "seg").convert("L")
+        if args.size:
+            seg = seg.resize((args.size, args.size), Image.NEAREST)
+        seg = np.asarray(seg, dtype=np.uint8)
+        ids, masks = split_label_map(seg, args.max_instances)
+        if len(ids) == 0:
+            raise MIDIError(f"--seg {args.seg}: the label map has no instance (all pixels are 0)")
+        return rgb, masks, ids, seg
+    masks = []
+    for p in args.masks:
+        m = _open(p, "masks").convert("L")
+        if args.size:
+            m = m.resize((args.size, args.size), Image.NEAREST)
+        masks.append(np.asarray(m) > 127)
+    if args.max_instances:
+        masks = masks[:args.max_instances]
+    return rgb, np.stack(masks), np.arange(1, len(masks) + 1), None
+
+
+def _progress(label: str):
+    start = time.time()
+
+    def cb(done, total):
+        sys.stderr.write(f"\r{label}: {done + 1 if label == 'sampling' else done}/{total} "
+                         f"({time.time() - start:.1f}s)")
+        if (done + 1 if label == "sampling" else done) >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+    return cb
+
+
+def generate(args) -> int:
+    import torch
+
+    from .pipeline import MIDIPipeline
+    from .scene import export_glb
+
+    out = Path(args.out)
+    if out.exists():
+        raise MIDIError(f"--out {out} already exists: choose another name (nothing is overwritten)")
+    if args.dump and Path(args.dump).exists():
+        raise MIDIError(f"--dump {args.dump} already exists: choose another name (nothing is overwritten)")
+    rgb, masks, ids, seg = load_inputs(args)
+    t0 = time.time()
+    pipe = MIDIPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                        attention_backend=args.attention)
+    print(f"loaded {args.model} ({pipe.dtype}, {args.device}) in {time.time() - t0:.1f}s", file=sys.stderr)
+    record = {} if args.dump else None
+    cond = pipe.encode(rgb, masks, image_padding=args.image_padding)
+    print(f"{cond.num_instances} instances (ids {list(map(int, ids))})", file=sys.stderr)
+    lat = pipe.sample(cond, seed=args.seed, steps=args.steps, guidance_scale=args.guidance,
+                      callback=_progress("sampling"), record=record)
+    meshes = pipe.decode(lat, octree_depth=args.octree_depth, decoder=args.decoder,
+                         smoothing=not args.no_smoothing, callback=_progress("decoding"), record=record)
+    names = [f"instance_{int(i):03d}" for i in ids]
+    export_glb(meshes, out, names=names)
+    print(f"wrote {out}: {len(meshes)} meshes, "
+          f"{sum(len(m.faces) for m in meshes)} faces in {time.time() - t0:.1f}s", file=sys.stderr)
+    if args.dump:
+        arrays = {
+            "inputs_rgb": rgb, "instance_ids": np.asarray(ids, np.int64),
+            "instance_rgb": cond.instance_rgb, "instance_mask": cond.instance_mask,
+            "scene_rgb": np.repeat(cond.scene_rgb[None], cond.num_instances, 0),
+            "clip_pixel_values": cond.extras["clip_pixel_values"],
+            "dino_pixel_values": cond.extras["dino_pixel_values"],
+            "image_embeds_1": cond.image_embeds_1, "image_embeds_2": cond.image_embeds_2,
+            "final_latents": lat,
+        }
+        if seg is not None:
+            arrays["inputs_seg"] = seg
+        if args.query_points:
+            pts = torch.from_numpy(np.load(args.query_points).astype(np.float32))
+            if pts.dim() == 2:
+                pts = pts[None].expand(lat.shape[0], -1, -1)
+            p = next(pipe.vae.parameters())
+            with torch.no_grad():
+                vals = pipe.vae.decode(lat.to(p.device, p.dtype), pts.to(p.device, p.dtype))
+            arrays["vae_query_points"], arrays["vae_query_values"] = pts, vals
+        arrays.update(record)
+        np.savez(args.dump, **{k: _np(v) for k, v in arrays.items()})
+        print(f"wrote {args.dump}: {len(arrays)} arrays", file=sys.stderr)
+    return 0
+
+
+def _np(v):
+    import torch
+
+    if torch.is_tensor(v):
+        v = v.detach().cpu()
+        return (v.float() if v.is_floating_point() else v).numpy()
+    return np.asarray(v)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "download":
+            from .hub import download_model
+
+            print(download_model(args.out, args.repo))
+            return 0
+        return generate(args)
+    except MIDIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

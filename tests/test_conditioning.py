@@ -1,0 +1,85 @@
+"""Instance inputs: validation messages, the official padding, white-outside instance RGB."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from midi_model.conditioning import check_masks, pad_scene, prepare_instances, split_instances
+from midi_model.errors import MIDIInputError
+
+
+def rgb(h=64, w=64):
+    return np.random.RandomState(0).randint(0, 255, (h, w, 3)).astype(np.uint8)
+
+
+def box_mask(h, w, y0, y1, x0, x1):
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_masks_of_another_size():
+    with pytest.raises(MIDIInputError, match=r"masks are 32x32 but the image is 64x64: resize the masks"):
+        check_masks(rgb(), np.ones((1, 32, 32), bool))
+
+
+def test_no_instances():
+    with pytest.raises(MIDIInputError, match=r"no instances given; segment the image first"):
+        check_masks(rgb(), np.zeros((0, 64, 64), bool))
+
+
+def test_empty_mask_is_named():
+    masks = np.stack([box_mask(64, 64, 0, 9, 0, 9), np.zeros((64, 64), bool)])
+    with pytest.raises(MIDIInputError, match=r"mask 1 \(of 2\) is empty"):
+        check_masks(rgb(), masks)
+
+
+def test_too_many_instances():
+    masks = np.stack([box_mask(64, 64, i, i + 2, 0, 5) for i in range(0, 18, 2)])
+    with pytest.raises(MIDIInputError, match=r"9 instances given, more than the allowed 7"):
+        check_masks(rgb(), masks, max_instances=7)
+
+
+def test_image_too_small():
+    with pytest.raises(MIDIInputError, match=r"image is 16x16: at least 32 px"):
+        check_masks(rgb(16, 16), np.ones((1, 16, 16), bool))
+
+
+def test_float_masks_and_images_are_accepted():
+    img = rgb().astype(np.float32) / 255.0
+    inst, mask, scene = prepare_instances(img, box_mask(64, 64, 5, 20, 5, 20).astype(np.float32)[None])
+    assert inst.dtype == np.uint8 and mask.max() == 255 and scene.shape == (64, 64, 3)
+
+
+def test_instance_rgb_is_white_outside():
+    im = rgb()
+    m = box_mask(64, 64, 10, 20, 30, 40)[None]
+    inst, mask = split_instances(im, m)
+    assert (inst[0][~m[0]] == 255).all()
+    np.testing.assert_array_equal(inst[0][m[0]], im[m[0]])
+    assert set(np.unique(mask)) == {0, 255}
+
+
+def test_padding_grows_and_centres_like_the_official_code():
+    im = rgb(100, 100)
+    m = box_mask(100, 100, 10, 96, 10, 96)[None]  # rows/cols 10..95: extent 2*45 = 90 > 80
+    out, mo = pad_scene(im, m)
+    side = int(90 / 4 * 5)  # 112
+    off = (side - 100) // 2
+    assert out.shape == (side, side, 3)
+    np.testing.assert_array_equal(out[off:off + 100, off:off + 100], im)
+    assert (out[:off] == 255).all() and (out[:, :off] == 255).all()
+    np.testing.assert_array_equal(mo[0, off:off + 100, off:off + 100], m[0])
+    assert mo.sum() == m.sum()
+
+
+def test_padding_on_a_wide_image_keeps_the_official_axis_swap():
+    im = rgb(60, 100)
+    m = box_mask(60, 100, 20, 30, 40, 60)[None]
+    out, mo = pad_scene(im, m)
+    # official: rows are compared with width//2 (50) -> extent 60 > 0.8*height -> height 75,
+    # the image pasted 7 rows down, then padded right/bottom to 100x100
+    assert out.shape == (100, 100, 3)
+    np.testing.assert_array_equal(out[7:67], im)
+    assert (out[:7] == 255).all() and (out[67:] == 255).all()
+    np.testing.assert_array_equal(mo[0, 7:67], m[0])
