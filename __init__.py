@@ -3,6 +3,11 @@
 ComfyUI imports this folder as a package and reads the two mappings below. The workflows in
 ``workflows/`` appear in ComfyUI's template browser under this pack.
 """
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+else:
+    # Imported as a plain module, not as a package: pytest does this to a checkout whose
+    # folder name is no Python identifier (e.g. "ComfyUI-MIDI"). There is no node to offer then.
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
