@@ -160,6 +160,12 @@ def test_sam_missing_and_path_given_as_string(tiny, image):
         segment_scene(image, "boxes", boxes="1,1,20,20")
     res = segment_scene(image, "boxes", boxes="10,10,70,60", sam=str(path), device="cpu", multimask="best", **RAW)
     assert len(res) == 1
+    # a ComfyUI IMAGE (1,H,W,3) float tensor gives the same masks as the uint8 array
+    comfy = torch.from_numpy(image.astype(np.float32) / 255.0)[None]
+    same = segment_scene(comfy, "boxes", boxes="10,10,70,60", sam=str(path), multimask="best", **RAW)
+    assert np.array_equal(same.masks, res.masks)
+    with pytest.raises(MIDIInputError, match="every box gave an empty mask after clean-up: lower min_area"):
+        segment_scene(image, "boxes", boxes="10,10,70,60", sam=str(path), min_area=100000)
     with pytest.raises(MIDIInputError, match="needs at least one box"):
         segment_scene(image, "boxes", boxes="", sam=str(path))
     with pytest.raises(MIDIInputError, match="mode 'points' needs points"):

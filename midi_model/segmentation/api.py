@@ -166,6 +166,9 @@ def segment_scene(
             out, _ = predict_boxes(predictor, np.stack([d.box for d in found]), multimask)
             labels = [d.label for d in found]
             scores = np.asarray([d.score for d in found], np.float32)
+            # from here on, "none" means SAM/clean-up emptied every detected box
+            none_hint = (f"SegmentScene: the {len(found)} boxes found for prompt {prompt!r} gave empty masks after "
+                         f"clean-up: lower min_area (now {min_area}) or change the prompt")
             drop_note = "duplicate removal or clean-up"
         elif mode == "boxes":
             bx = parse_boxes(boxes, hw)
