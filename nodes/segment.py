@@ -33,7 +33,7 @@ def _cached(kind: str, key, load):
 
 def sam_choices() -> list[str]:
     files = [f for f in host.list_files(SAM_FOLDER) if f.endswith((".pth", ".pt", ".safetensors", ".bin"))]
-    return files or [NO_SAM]
+    return files + [NO_SAM]  # "none" always valid: label_map / masks workflows need no SAM
 
 
 def dino_choices() -> list[str]:

@@ -110,6 +110,13 @@ def test_sampler_seed_has_control_after_generate():
     assert req["steps"][1]["default"] == 50 and req["guidance"][1]["default"] == 7.0
 
 
+def test_sam_combo_always_offers_none(comfy_dirs, tiny_segmenters):
+    """A label_map workflow saved with sam_model 'none' must validate whether or not SAM files exist."""
+    choices = M["SegmentScene"].INPUT_TYPES()["required"]["sam_model"][0]
+    assert choices[0] == "sam_tiny.pth" and "none" in choices
+    assert "grounding-dino-tiny" in M["SegmentScene"].INPUT_TYPES()["required"]["grounding_dino"][0]
+
+
 def test_model_combo_lists_subfolders(comfy_dirs):
     choices = M["LoadMIDIModel"].INPUT_TYPES()["required"]["model"][0]
     assert TINY in choices and "MIDI-3D" in choices
