@@ -9,7 +9,9 @@ import torch.nn.functional as F
 BBOX_MIN = np.array([-1.005, -1.005, -1.005])
 BBOX_MAX = np.array([1.005, 1.005, 1.005])
 BOX_PADDING = 0.05
-DECODERS = ("progressive", "dense")
+DECODERS = ("progressive", "dense", "progressive-hierarchical", "hierarchical")
+# coarse-to-fine twins of the official decoders: same grids where the mesh reads them
+HIERARCHICAL = {"hierarchical": "dense", "progressive-hierarchical": "progressive"}
 
 
 def grid_points(bbox_min, bbox_max, depth: int) -> tuple[np.ndarray, list, np.ndarray]:
@@ -43,15 +45,22 @@ def occupied_box(values: torch.Tensor, points: torch.Tensor, padding: float = BO
 
 @torch.no_grad()
 def decode_grids(vae, latents: torch.Tensor, depth: int = 8, decoder: str = "progressive",
-                 chunk: int = 50_000, callback=None, record=None):
+                 chunk: int = 50_000, callback=None, record=None, smoothing: bool = True,
+                 coarse_depth: int | None = None, band: int | None = None):
     """-> list of (grid (g,g,g) float32 tensor, bbox_min, bbox_size), one per instance.
 
     progressive (the official scripts): decode the default box, take the box of the
     points with value <= 0 plus 0.05, decode again over it. An instance with no such
     point reuses the previous instance's box (the official loop's behaviour).
+    hierarchical / progressive-hierarchical: the same grids evaluated coarse-to-fine
+    (``hierarchical.py``): exact where the (smoothed, if ``smoothing``) marching cubes
+    reads them, the right sign elsewhere; ``coarse_depth`` and ``band`` tune it.
     """
     if decoder not in DECODERS:
         raise ValueError(f"decoder {decoder!r}: use one of {DECODERS}")
+    if decoder in HIERARCHICAL:
+        return _decode_hierarchical(vae, latents, depth, HIERARCHICAL[decoder], chunk, callback, record,
+                                    smoothing, coarse_depth, band)
     n = latents.shape[0]
     pts, gsize, bsize = grid_points(BBOX_MIN, BBOX_MAX, depth)
     pts_t = torch.from_numpy(pts)
@@ -80,6 +89,63 @@ def decode_grids(vae, latents: torch.Tensor, depth: int = 8, decoder: str = "pro
     return [(prog[i].view(*gsize), boxes[i][0], boxes[i][2]) for i in range(n)]
 
 
+def _field_queries(vae, latents: torch.Tensor, chunk: int):
+    """One ``query(points (P,3)) -> (P,)`` per instance, sharing one latent context
+    (the decoder's self-attention stack runs once for all instances, as in vae.decode)."""
+    p = next(vae.parameters())
+    context = vae.latent_context(latents.to(p.device, p.dtype))
+
+    def make(i):
+        def query(points: torch.Tensor) -> torch.Tensor:
+            pts = points.to(p.device, p.dtype)[None]
+            out = [vae.query(context[i:i + 1], pts[:, s:s + chunk]) for s in range(0, pts.shape[1], chunk)]
+            return torch.cat(out, dim=1)[0, :, 0].float()
+        return query
+    return [make(i) for i in range(latents.shape[0])]
+
+
+def _decode_hierarchical(vae, latents, depth, official, chunk, callback, record, smoothing,
+                         coarse_depth, band):
+    from . import hierarchical as hi
+
+    coarse_depth = hi.DEFAULT_COARSE_DEPTH if coarse_depth is None else int(coarse_depth)
+    band = hi.DEFAULT_BAND if band is None else int(band)
+    n = latents.shape[0]
+    dev = next(vae.parameters()).device
+    dtype = next(vae.parameters()).dtype
+    queries = _field_queries(vae, latents, chunk)
+    g = 2 ** depth + 1
+    axes = [np.linspace(BBOX_MIN[i], BBOX_MAX[i], g, dtype=np.float32) for i in range(3)]
+    stats, out = [], []
+    lo, hi_ = BBOX_MIN, BBOX_MAX
+    passes = 2 if official == "progressive" else 1
+    for i in range(n):
+        st = {}
+        if official == "progressive":
+            ext, st["box_pass"] = hi.occupied_extent(queries[i], BBOX_MIN, BBOX_MAX, depth, coarse_depth, band,
+                                                     device=dev, chunk=chunk)
+            if ext is not None:
+                # the box of the points as the VAE saw them (coordinates in its dtype), as occupied_box
+                a, b = ext
+                pmin = torch.tensor([axes[k][a[k]] for k in range(3)]).to(dtype).float()
+                pmax = torch.tensor([axes[k][b[k]] for k in range(3)]).to(dtype).float()
+                lo = (pmin - BOX_PADDING).float().numpy()
+                hi_ = (pmax + BOX_PADDING).float().numpy()
+            if callback is not None:
+                callback(i * passes + 1, n * passes)
+        grid, _, st["mesh_pass"] = hi.refine_grid(queries[i], lo, hi_, depth, coarse_depth, band,
+                                                  smoothing=smoothing, device=dev, chunk=chunk)
+        out.append((grid.cpu(), lo, np.asarray(hi_) - np.asarray(lo)))
+        stats.append({k: v.as_dict() for k, v in st.items()})
+        if callback is not None:
+            callback((i + 1) * passes, n * passes)
+    if record is not None:
+        record["hierarchical_stats"] = stats
+        record["points_queried"] = int(sum(s["points_queried"] for st in stats for s in st.values()))
+        record["dense_points_official"] = int(passes * n * g ** 3)
+    return out
+
+
 def _progress(callback, passes: int):
     """Spread per-chunk progress of several passes over one 0..1 range."""
     def for_pass(k):
@@ -90,9 +156,17 @@ def _progress(callback, passes: int):
 
 
 def box_smooth(grid: torch.Tensor) -> torch.Tensor:
-    """The official "gaussian, sigma=1" smoothing: in fact a 3x3x3 mean filter, zero padded."""
-    k = torch.full((1, 1, 3, 3, 3), 1.0 / 27.0, dtype=grid.dtype, device=grid.device)
-    return F.conv3d(grid[None, None], k, padding=1)[0, 0]
+    """The official "gaussian, sigma=1" smoothing: in fact a 3x3x3 mean filter, zero padded.
+
+    Summed separably (x, then y, then z, then / 27) rather than with conv3d: ~5x faster
+    on the CPU, and the summation order no longer depends on the array size or the
+    conv algorithm picked, so a sub-volume gives bit-identical values (differs from the
+    official conv3d by float rounding only, <= 3e-7 relative)."""
+    p = F.pad(grid[None, None], (1, 1, 1, 1, 1, 1))[0, 0]
+    p = p[:-2] + p[1:-1] + p[2:]
+    p = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
+    p = p[:, :, :-2] + p[:, :, 1:-1] + p[:, :, 2:]
+    return p / 27.0
 
 
 def marching_cubes(grid: np.ndarray, bbox_min, bbox_size, level: float = 0.0):
@@ -102,9 +176,25 @@ def marching_cubes(grid: np.ndarray, bbox_min, bbox_size, level: float = 0.0):
 
     if not (grid.min() <= level <= grid.max()):
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
-    verts, faces, _, _ = measure.marching_cubes(grid, level, method="lewiner")
-    verts = verts / np.array(grid.shape) * bbox_size + bbox_min
+    # Only cells with a corner <= level can hold a triangle: run skimage on the box of
+    # those points (+1 cell). Same faces in the same order (cells are visited in the same
+    # relative order); vertices differ from the full-volume call by float32 rounding of
+    # the offset (~1 ulp).
+    lo, hi = _below_level_box(grid, level)
+    sub = grid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    verts, faces, _, _ = measure.marching_cubes(sub, level, method="lewiner")
+    verts = (verts + lo) / np.array(grid.shape) * bbox_size + bbox_min
     return verts.astype(np.float32), np.ascontiguousarray(faces).astype(np.int64)
+
+
+def _below_level_box(grid: np.ndarray, level: float):
+    below = grid <= level
+    lo, hi = [], []
+    for ax in range(3):
+        rows = np.flatnonzero(below.any(axis=tuple(a for a in range(3) if a != ax)))
+        lo.append(max(int(rows[0]) - 1, 0))
+        hi.append(min(int(rows[-1]) + 2, grid.shape[ax]))
+    return np.array(lo), np.array(hi)
 
 
 def grids_to_meshes(grids, smoothing: bool = True, record=None):

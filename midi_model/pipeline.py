@@ -103,13 +103,19 @@ class MIDIPipeline:
         return lat.float().cpu()
 
     def decode(self, latents: torch.Tensor, octree_depth: int = 8, decoder: str = "progressive",
-               smoothing: bool = True, callback=None, record=None, chunk: int = 50_000):
-        """-> one trimesh.Trimesh per instance, in the scene frame [-1, 1]^3."""
+               smoothing: bool = True, callback=None, record=None, chunk: int = 50_000,
+               coarse_depth: int | None = None, band: int | None = None):
+        """-> one trimesh.Trimesh per instance, in the scene frame [-1, 1]^3.
+
+        decoder: "progressive" / "dense" (official), or their coarse-to-fine twins
+        "progressive-hierarchical" / "hierarchical" (same meshes, a few % of the queries;
+        ``coarse_depth``, ``band`` tune them, see midi_model/hierarchical.py)."""
         if decoder not in DECODERS:
             raise MIDIInputError(f"decoder {decoder!r}: use one of {', '.join(DECODERS)}")
         if not 2 <= octree_depth <= 10:
             raise MIDIInputError(f"octree_depth {octree_depth}: use 2..10 (8 = the official 257^3 grid)")
-        grids = decode_grids(self.vae, latents, octree_depth, decoder, chunk, callback, record)
+        grids = decode_grids(self.vae, latents, octree_depth, decoder, chunk, callback, record,
+                             smoothing=smoothing, coarse_depth=coarse_depth, band=band)
         return grids_to_meshes(grids, smoothing, record)
 
     def __call__(self, image, masks, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
