@@ -7,7 +7,11 @@ import torch
 from . import host
 from .lib import lib
 
-DECODERS = ["progressive", "dense"]
+
+
+def decoder_choices() -> list[str]:
+    """The library's decoders, official progressive first."""
+    return list(lib("meshing").DECODERS)
 
 
 def meshes_to_core(meshes):
@@ -73,9 +77,10 @@ class DecodeToMeshes:
             "octree_depth": ("INT", {"default": 8, "min": 4, "max": 10, "tooltip":
                                      "Grid resolution 2^depth + 1 per side. 8 = official 257^3; 7 is 8x faster and "
                                      "coarser; 9 is finer and 8x slower."}),
-            "decoder": (DECODERS, {"default": "progressive", "tooltip":
-                                   "progressive (official): decode, then decode again inside each object's box for "
-                                   "more detail. dense: one pass over the whole scene box (half the work)."}),
+            "decoder": (decoder_choices(), {"default": "progressive", "tooltip":
+                        "progressive (official): decode the scene box, then again inside each object's box. dense: "
+                        "one pass over the scene box. *hierarchical: the same meshes, coarse-to-fine, querying only "
+                        "near the surface (much faster at depth 8+)."}),
             "smoothing": ("BOOLEAN", {"default": True, "tooltip": "Official 3x3x3 smoothing of the field before "
                                                                   "marching cubes (removes stair steps)."}),
             "remove_floaters": ("BOOLEAN", {"default": False, "tooltip":

@@ -347,3 +347,14 @@ def test_errors_are_one_line(midi_model, scene_image, seg_image, comfy_dirs):
     _one_line(e)
     for exc in (MIDILoadError, MIDIInputError):
         assert issubclass(exc, MIDIError) and issubclass(exc, ValueError)
+
+
+def test_decoder_choices_come_from_the_library(midi_model, golden_arrays):
+    from midi_model.meshing import DECODERS
+
+    assert M["DecodeToMeshes"].INPUT_TYPES()["required"]["decoder"][0] == list(DECODERS)
+    lat = {"samples": torch.from_numpy(golden_arrays["final_latents"])}
+    (mesh,) = M["DecodeToMeshes"]().decode(midi_model, lat, 5, "progressive-hierarchical", True)
+    for i in range(3):
+        n = int(mesh.vertex_counts[i])
+        np.testing.assert_allclose(mesh.vertices[i, :n].numpy(), golden_arrays[f"mesh{i}_vertices"], atol=1e-4)
