@@ -1,5 +1,6 @@
 """SAM through the same loader the node uses: a tiny random-weight SAM saved as .pth/.safetensors,
 box / point / automatic modes, and every checkpoint error."""
+import dataclasses
 import warnings
 
 import numpy as np
@@ -47,17 +48,35 @@ def _reference(sam, img, boxes=None, groups=None, select="best"):
     return np.stack(out)
 
 
+ARCH_FIELDS = ("img_size", "patch_size", "encoder_embed_dim", "encoder_depth", "encoder_num_heads",
+               "encoder_mlp_ratio", "encoder_window_size", "encoder_global_attn_indexes", "prompt_embed_dim",
+               "mask_in_chans", "num_multimask_outputs", "decoder_depth", "decoder_mlp_dim", "decoder_num_heads",
+               "decoder_attention_downsample_rate", "iou_head_depth", "iou_head_hidden_dim")
+
+
 def test_loader_infers_layout_and_loads_exact_weights(tiny):
     path, original, sam = tiny
-    cfg = sam.midi_sam_config
-    for field in ("img_size", "patch_size", "encoder_embed_dim", "encoder_depth", "encoder_num_heads",
-                  "encoder_window_size", "encoder_global_attn_indexes", "prompt_embed_dim", "mask_in_chans",
-                  "decoder_depth", "decoder_mlp_dim", "decoder_num_heads", "iou_head_depth", "iou_head_hidden_dim"):
-        assert getattr(cfg, field) == getattr(TINY_SAM_CONFIG, field), field
-    assert cfg.encoder_mlp_ratio == 2.0
+    for field in ARCH_FIELDS:
+        assert getattr(sam.midi_sam_config, field) == getattr(TINY_SAM_CONFIG, field), field
     ref = original.state_dict()
     got = sam.state_dict()
     assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_loader_rebuilds_a_non_standard_layout_exactly(tmp_path, image):
+    # 3 blocks, 4 heads, window 4, a global block in the middle, 4 decoder heads, downsample 4
+    cfg = dataclasses.replace(TINY_SAM_CONFIG, encoder_depth=3, encoder_num_heads=4, encoder_global_attn_indexes=(1,),
+                              decoder_num_heads=4, decoder_attention_downsample_rate=4, mask_in_chans=4)
+    path = tmp_path / "sam_odd.pth"
+    original = save_tiny_sam(path, seed=3, config=cfg)
+    # decoder heads leave no trace in the weights: the loader picks 8 unless told
+    assert load_sam(path).midi_sam_config.decoder_num_heads == 8
+    sam = load_sam(path, config_overrides={"decoder_num_heads": 4})
+    for field in ARCH_FIELDS:
+        assert getattr(sam.midi_sam_config, field) == getattr(cfg, field), field
+    ref = _reference(original, image, boxes=[BOX_A], select="union")
+    got = segment_scene(image, "boxes", boxes=[BOX_A], sam=sam, multimask="union", **RAW)
+    assert ref[0].any() and np.array_equal(got.masks[0], ref[0])
 
 
 @pytest.mark.parametrize("builder, name, heads, globals_", [
@@ -122,11 +141,18 @@ def test_point_mode_groups_and_order(tiny, image):
     groups = [([[30, 30]], [1]), ([[90, 20]], [1]), ([[60, 80], [20, 20]], [1, 0])]
     ref = _reference(original, image, groups=groups)
     assert all(r.any() for r in ref)
-    res = segment_scene(image, "points", points="30,30 | 90,20 | 60,80; 20,20,0", sam=sam, multimask="best",
-                        overlap="later", **RAW)
-    # later groups win shared pixels; what is left of each earlier group stays in place
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = segment_scene(image, "points", points="30,30 | 90,20 | 60,80; 20,20,0", sam=sam, multimask="best",
+                            overlap="later", **RAW)
+    # later groups win shared pixels; what is left of each earlier group stays in place, and a
+    # group left with nothing is dropped with a warning naming it
     expected = [ref[i] & ~ref[i + 1:].any(0) for i in range(3)]
     kept = [i for i in range(3) if expected[i].any()]
+    dropped = [f"points {i + 1}" for i in range(3) if i not in kept]
+    assert [str(w.message) for w in caught if "dropped" in str(w.message)] == (
+        [f"SegmentScene: dropped {', '.join(dropped)}: no pixels left after clean-up and overlap resolution "
+         f"(overlap='later')"] if dropped else [])
     assert kept[-1] == 2 and len(kept) >= 2
     assert res.labels == [f"points {i + 1}" for i in kept] and res.masks.dtype == bool
     for k, i in enumerate(kept):
