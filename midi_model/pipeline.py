@@ -12,13 +12,21 @@ import torch
 
 from . import checkpoint as ckpt
 from .conditioning import MIDIConditioning, build_conditioning
-from .errors import MIDIInputError, MIDILoadError
+from .errors import MIDIInputError
 from .meshing import DECODERS, decode_grids, grids_to_meshes
 from .sampling import initial_noise, sample
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
           "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 TRAINED_MAX_INSTANCES = 7
+
+
+def check_runnable(module: torch.nn.Module, stage: str) -> None:
+    """fp16 weights may be stored on the CPU (offloaded), but not computed there."""
+    p = next(module.parameters())
+    if p.device.type == "cpu" and p.dtype == torch.float16:
+        raise MIDIInputError(f"{stage}: fp16 runs only on a GPU, and the model is on the CPU: "
+                             f"load it as fp32 or bf16 for the CPU")
 
 
 def resolve_dtype(dtype, device) -> torch.dtype:
@@ -51,8 +59,6 @@ class MIDIPipeline:
                         mi_mode: str = "grouped") -> "MIDIPipeline":
         root = ckpt.check_model_folder(folder)
         dt = resolve_dtype(dtype, device)
-        if torch.device(device).type == "cpu" and dt == torch.float16:
-            raise MIDILoadError("dtype fp16 is not supported on the CPU: use fp32 (or bf16)")
         pipe = cls(
             transformer=ckpt.load_transformer(root, dt, device),
             vae=ckpt.load_vae(root, dt, device),
@@ -83,6 +89,7 @@ class MIDIPipeline:
     def encode(self, image, masks, image_padding: bool = False,
                max_instances: int | None = None) -> MIDIConditioning:
         """image HxWx3 (uint8 or 0..1 floats, or PIL) + masks (N,H,W) -> conditioning."""
+        check_runnable(self.image_encoder_1, "encode")
         return build_conditioning(image, masks, self.image_encoder_1, self.image_encoder_2,
                                   self.feature_extractor_1, self.feature_extractor_2,
                                   image_padding, max_instances)
@@ -90,6 +97,7 @@ class MIDIPipeline:
     def sample(self, cond: MIDIConditioning, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
                callback=None, record=None, noise: torch.Tensor | None = None) -> torch.Tensor:
         """-> final latents (n, T, C) float32 on the CPU."""
+        check_runnable(self.transformer, "sample")
         cfg = self.transformer.config
         if noise is None:
             noise = initial_noise(cond.num_instances, cfg.num_tokens, cfg.in_channels, seed)
@@ -110,6 +118,7 @@ class MIDIPipeline:
         decoder: "progressive" / "dense" (official), or their coarse-to-fine twins
         "progressive-hierarchical" / "hierarchical" (same meshes, a few % of the queries;
         ``coarse_depth``, ``band`` tune them, see midi_model/hierarchical.py)."""
+        check_runnable(self.vae, "decode")
         if decoder not in DECODERS:
             raise MIDIInputError(f"decoder {decoder!r}: use one of {', '.join(DECODERS)}")
         if not 2 <= octree_depth <= 10:

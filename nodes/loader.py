@@ -110,8 +110,6 @@ class LoadMIDIModel:
             raise errors.MIDIInputError(f"dtype '{dtype}': use one of {', '.join(DTYPES)}")
         torch_dtype = host.auto_dtype() if dtype == "auto" else _TORCH_DTYPES[dtype]
         load_device = host.offload_device()
-        if torch_dtype == torch.float16 and load_device.type == "cpu" and host.torch_device().type != "cpu":
-            load_device = host.torch_device()  # the library refuses fp16 weights on the CPU
         pipe = lib("pipeline").MIDIPipeline.from_pretrained(
             folder, device=load_device, dtype=torch_dtype, attention_backend=attention)
         lora_name = None
