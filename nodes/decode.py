@@ -77,7 +77,7 @@ class DecodeToMeshes:
             "octree_depth": ("INT", {"default": 8, "min": 4, "max": 10, "tooltip":
                                      "Grid resolution 2^depth + 1 per side. 8 = official 257^3; 7 is 8x faster and "
                                      "coarser; 9 is finer and 8x slower."}),
-            "decoder": (decoder_choices(), {"default": "progressive", "tooltip":
+            "decoder": (decoder_choices(), {"default": "progressive-hierarchical", "tooltip":
                         "progressive (official): decode the scene box, then again inside each object's box. dense: "
                         "one pass over the scene box. *hierarchical: the same meshes, coarse-to-fine, querying only "
                         "near the surface (much faster at depth 8+)."}),
@@ -90,7 +90,7 @@ class DecodeToMeshes:
                                   "Face budget per object (0 = keep all). Larger meshes are simplified."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def decode(self, midi_model, latents, octree_depth=8, decoder="progressive", smoothing=True,
+    def decode(self, midi_model, latents, octree_depth=8, decoder="progressive-hierarchical", smoothing=True,
                remove_floaters=False, max_faces=0, unique_id=None):
         lat = latents["samples"] if isinstance(latents, dict) else latents
         if not isinstance(lat, torch.Tensor) or lat.ndim != 3:
