@@ -7,10 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# The test models are tiny: intra-op thread hand-offs cost more than they save, and on a
+# busy 2-core machine two spinning threads slow 4 sampling steps from ~1 s to ~40 s.
+torch.set_num_threads(int(os.environ.get("MIDI_TEST_THREADS", "1")))
 
 SHARED = Path(os.environ.get("MIDI_SHARED", ROOT.parent / "shared"))
 GOLDEN = SHARED / "golden"

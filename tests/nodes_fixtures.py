@@ -14,9 +14,6 @@ import torch
 
 from conftest import GOLDEN, GOLDEN_MODEL, _require
 
-# the CI machine has 2 shared cores; 2 intra-op threads spin against each other on tiny ops
-torch.set_num_threads(1)
-
 TINY = "MIDI-3D-tiny"
 
 

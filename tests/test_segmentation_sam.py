@@ -18,15 +18,6 @@ RAW = dict(polygon_refinement=False, remove_small=False, fill_holes=False)   # m
 BOX_A, BOX_B = [10, 10, 70, 60], [50, 30, 120, 90]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: thread hand-offs cost more than they save, badly so on a busy CI machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("sams") / "sam_tiny.pth"

@@ -18,15 +18,6 @@ RAW = dict(polygon_refinement=False, remove_small=False, fill_holes=False)
 LOW = dict(box_threshold=0.0, text_threshold=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models: thread hand-offs cost more than they save, badly so on a busy CI machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
