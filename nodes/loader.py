@@ -47,14 +47,7 @@ def model_choices() -> list[str]:
 
 def _download(entry: str) -> str:
     target = host.default_download_dir(entry)
-    try:
-        from huggingface_hub import snapshot_download
-        snapshot_download(repo_id=host.DEFAULT_REPO, local_dir=target,
-                          allow_patterns=["*.json", "*.safetensors", "*.txt"])
-    except Exception as e:  # offline, no access, disk full ...
-        raise lib("errors").MIDILoadError(
-            f"download of {host.DEFAULT_REPO} into {target} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-            f"download it by hand (huggingface-cli download {host.DEFAULT_REPO} --local-dir {target})") from None
+    lib("hub").download_model(target, repo_id=host.DEFAULT_REPO)  # one clear error when offline
     return target
 
 

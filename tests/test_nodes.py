@@ -358,3 +358,15 @@ def test_decoder_choices_come_from_the_library(midi_model, golden_arrays):
     for i in range(3):
         n = int(mesh.vertex_counts[i])
         np.testing.assert_allclose(mesh.vertices[i, :n].numpy(), golden_arrays[f"mesh{i}_vertices"], atol=1e-4)
+
+
+def test_download_offline_is_one_clear_error(comfy_dirs, monkeypatch):
+    import huggingface_hub
+
+    def offline(**kwargs):  # what snapshot_download raises without a network
+        raise huggingface_hub.errors.LocalEntryNotFoundError("cannot reach the Hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ValueError, match=r"could not download VAST-AI/MIDI-3D into .*models/midi/NotHere "
+                                         r"\(LocalEntryNotFoundError\): without internet"):
+        M["LoadMIDIModel"]().load("NotHere", "fp32", "sdpa", download=True)
