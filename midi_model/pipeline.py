@@ -5,6 +5,7 @@ model management, or ``offload="sequential"`` here) can move modules between sta
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,24 @@ def check_runnable(module: torch.nn.Module, stage: str) -> None:
     if p.device.type == "cpu" and p.dtype == torch.float16:
         raise MIDIInputError(f"{stage}: fp16 runs only on a GPU, and the model is on the CPU: "
                              f"load it as fp32 or bf16 for the CPU")
+
+
+OOM_HINTS = {
+    "encode": "use fewer objects or a smaller dtype (bf16/fp16)",
+    "sample": "use fewer objects, bf16/fp16, or guidance <= 1 (no CFG batch); free other models first",
+    "decode": "lower octree_depth, use a hierarchical decoder, or a smaller chunk",
+}
+
+
+@contextmanager
+def out_of_memory_hint(stage: str):
+    """Turn a device OOM into one line that says which setting lowers the memory."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise MIDIInputError(f"{stage}: out of GPU memory: {OOM_HINTS[stage]}") from None
 
 
 def resolve_dtype(dtype, device) -> torch.dtype:
@@ -90,9 +109,10 @@ class MIDIPipeline:
                max_instances: int | None = None) -> MIDIConditioning:
         """image HxWx3 (uint8 or 0..1 floats, or PIL) + masks (N,H,W) -> conditioning."""
         check_runnable(self.image_encoder_1, "encode")
-        return build_conditioning(image, masks, self.image_encoder_1, self.image_encoder_2,
-                                  self.feature_extractor_1, self.feature_extractor_2,
-                                  image_padding, max_instances)
+        with out_of_memory_hint("encode"):
+            return build_conditioning(image, masks, self.image_encoder_1, self.image_encoder_2,
+                                      self.feature_extractor_1, self.feature_extractor_2,
+                                      image_padding, max_instances)
 
     def sample(self, cond: MIDIConditioning, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
                callback=None, record=None, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -104,10 +124,11 @@ class MIDIPipeline:
         if record is not None:
             record["initial_noise"] = noise
         sc = self.scheduler_config
-        lat = sample(self.transformer, cond.image_embeds_1, cond.image_embeds_2, noise, steps,
-                     guidance_scale, shift=float(sc.get("shift", 1.0)),
-                     num_train_timesteps=int(sc.get("num_train_timesteps", 1000)),
-                     callback=callback, record=record)
+        with out_of_memory_hint("sample"):
+            lat = sample(self.transformer, cond.image_embeds_1, cond.image_embeds_2, noise, steps,
+                         guidance_scale, shift=float(sc.get("shift", 1.0)),
+                         num_train_timesteps=int(sc.get("num_train_timesteps", 1000)),
+                         callback=callback, record=record)
         return lat.float().cpu()
 
     def decode(self, latents: torch.Tensor, octree_depth: int = 8, decoder: str = "progressive",
@@ -123,8 +144,9 @@ class MIDIPipeline:
             raise MIDIInputError(f"decoder {decoder!r}: use one of {', '.join(DECODERS)}")
         if not 2 <= octree_depth <= 10:
             raise MIDIInputError(f"octree_depth {octree_depth}: use 2..10 (8 = the official 257^3 grid)")
-        grids = decode_grids(self.vae, latents, octree_depth, decoder, chunk, callback, record,
-                             smoothing=smoothing, coarse_depth=coarse_depth, band=band)
+        with out_of_memory_hint("decode"):
+            grids = decode_grids(self.vae, latents, octree_depth, decoder, chunk, callback, record,
+                                 smoothing=smoothing, coarse_depth=coarse_depth, band=band)
         return grids_to_meshes(grids, smoothing, record)
 
     def __call__(self, image, masks, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
