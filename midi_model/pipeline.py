@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -19,7 +18,6 @@ from .sampling import initial_noise, sample
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
           "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-TRAINED_MAX_INSTANCES = 7
 
 
 def check_runnable(module: torch.nn.Module, stage: str) -> None:
@@ -156,6 +154,3 @@ class MIDIPipeline:
         lat = self.sample(cond, seed, steps, guidance_scale)
         return self.decode(lat, octree_depth, decoder, smoothing)
 
-
-def default_model_dir() -> Path:
-    return Path("pretrained_weights") / "MIDI-3D"

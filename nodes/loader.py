@@ -9,7 +9,6 @@ from . import host
 from .lib import lib
 
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
-_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ATTENTION = ["sdpa", "math"]
 NO_LORA = "none"
 
@@ -101,7 +100,7 @@ class LoadMIDIModel:
             folder = _download(model)
         if dtype not in DTYPES:
             raise errors.MIDIInputError(f"dtype '{dtype}': use one of {', '.join(DTYPES)}")
-        torch_dtype = host.auto_dtype() if dtype == "auto" else _TORCH_DTYPES[dtype]
+        torch_dtype = host.auto_dtype() if dtype == "auto" else lib("pipeline").DTYPES[dtype]
         load_device = host.offload_device()
         pipe = lib("pipeline").MIDIPipeline.from_pretrained(
             folder, device=load_device, dtype=torch_dtype, attention_backend=attention)
