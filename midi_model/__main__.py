@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MIDIError
+from .meshing import DECODERS, DEFAULT_DECODER
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,9 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=int, default=50)
     g.add_argument("--guidance", type=float, default=7.0)
     g.add_argument("--octree-depth", type=int, default=8, help="grid 2^d+1 per axis (8 = 257^3)")
-    g.add_argument("--decoder", default="progressive-hierarchical",
-                   help="progressive-hierarchical (default: the official progressive meshes from a few %% of the "
-                        "queries), progressive (official), dense, hierarchical")
+    g.add_argument("--decoder", default=DEFAULT_DECODER, choices=DECODERS,
+                   help=f"default {DEFAULT_DECODER}. progressive / dense: the official decoders; *hierarchical: "
+                        "their coarse-to-fine twins (same meshes from a few %% of the queries)")
     g.add_argument("--no-smoothing", action="store_true", help="skip the 3x3x3 box smoothing")
     g.add_argument("--image-padding", action="store_true", help="the official do_image_padding")
     g.add_argument("--max-instances", type=int, default=None, help="keep the first N instances (official order)")

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 
 import torch
 
+from .meshing import DEFAULT_DECODER
+
 STAGES = {"encode": ("image_encoder_1", "image_encoder_2"), "sample": ("transformer",), "decode": ("vae",)}
 OFFLOAD_MODES = ("none", "model")
 
@@ -74,7 +76,7 @@ def stage(pipe, name: str, device, offload: str = "model", offload_device="cpu")
 
 
 def run_pipeline(pipe, image, masks, device, offload: str = "model", seed: int = 42, steps: int = 50,
-                 guidance_scale: float = 7.0, octree_depth: int = 8, decoder: str = "progressive-hierarchical",
+                 guidance_scale: float = 7.0, octree_depth: int = 8, decoder: str = DEFAULT_DECODER,
                  smoothing: bool = True, timings: dict | None = None, **decode_kwargs):
     """The whole pipeline with stage-wise placement; ``timings`` receives seconds per stage."""
     import time

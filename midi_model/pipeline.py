@@ -13,7 +13,7 @@ import torch
 from . import checkpoint as ckpt
 from .conditioning import MIDIConditioning, build_conditioning
 from .errors import MIDIInputError
-from .meshing import DECODERS, decode_grids, grids_to_meshes
+from .meshing import DECODERS, DEFAULT_DECODER, decode_grids, grids_to_meshes
 from .sampling import initial_noise, sample
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
@@ -129,7 +129,7 @@ class MIDIPipeline:
                          callback=callback, record=record)
         return lat.float().cpu()
 
-    def decode(self, latents: torch.Tensor, octree_depth: int = 8, decoder: str = "progressive",
+    def decode(self, latents: torch.Tensor, octree_depth: int = 8, decoder: str = DEFAULT_DECODER,
                smoothing: bool = True, callback=None, record=None, chunk: int = 50_000,
                coarse_depth: int | None = None, band: int | None = None):
         """-> one trimesh.Trimesh per instance, in the scene frame [-1, 1]^3.
@@ -148,7 +148,7 @@ class MIDIPipeline:
         return grids_to_meshes(grids, smoothing, record)
 
     def __call__(self, image, masks, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
-                 octree_depth: int = 8, decoder: str = "progressive", image_padding: bool = False,
+                 octree_depth: int = 8, decoder: str = DEFAULT_DECODER, image_padding: bool = False,
                  smoothing: bool = True):
         cond = self.encode(image, masks, image_padding)
         lat = self.sample(cond, seed, steps, guidance_scale)

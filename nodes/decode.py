@@ -5,13 +5,13 @@ import numpy as np
 import torch
 
 from . import host
-from .lib import lib
-
+from ..midi_model import meshing
+from ..midi_model.errors import MIDIInputError
 
 
 def decoder_choices() -> list[str]:
     """The library's decoders, official progressive first."""
-    return list(lib("meshing").DECODERS)
+    return list(meshing.DECODERS)
 
 
 def meshes_to_core(meshes):
@@ -42,7 +42,7 @@ def core_to_meshes(mesh):
     v = getattr(mesh, "vertices", None)
     f = getattr(mesh, "faces", None)
     if v is None or f is None:
-        raise lib("errors").MIDIInputError(f"mesh: expected a MESH (vertices + faces), got {type(mesh).__name__}")
+        raise MIDIInputError(f"mesh: expected a MESH (vertices + faces), got {type(mesh).__name__}")
     v = torch.as_tensor(v)
     f = torch.as_tensor(f)
     if v.ndim == 2:
@@ -77,7 +77,7 @@ class DecodeToMeshes:
             "octree_depth": ("INT", {"default": 8, "min": 4, "max": 10, "tooltip":
                                      "Grid resolution 2^depth + 1 per side. 8 = official 257^3; 7 is 8x faster and "
                                      "coarser; 9 is finer and 8x slower."}),
-            "decoder": (decoder_choices(), {"default": "progressive-hierarchical", "tooltip":
+            "decoder": (decoder_choices(), {"default": meshing.DEFAULT_DECODER, "tooltip":
                         "progressive (official): decode the scene box, then again inside each object's box. dense: "
                         "one pass over the scene box. *hierarchical: the same meshes, coarse-to-fine, querying only "
                         "near the surface (much faster at depth 8+)."}),
@@ -90,18 +90,20 @@ class DecodeToMeshes:
                                   "Face budget per object (0 = keep all). Larger meshes are simplified."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def decode(self, midi_model, latents, octree_depth=8, decoder="progressive-hierarchical", smoothing=True,
+    def decode(self, midi_model, latents, octree_depth=8, decoder=meshing.DEFAULT_DECODER, smoothing=True,
                remove_floaters=False, max_faces=0, unique_id=None):
         lat = latents["samples"] if isinstance(latents, dict) else latents
         if not isinstance(lat, torch.Tensor) or lat.ndim != 3:
-            raise lib("errors").MIDIInputError("latents: expected MIDI_LATENTS from MIDI Sampler")
+            raise MIDIInputError("latents: expected MIDI_LATENTS from MIDI Sampler")
         pipe = midi_model.prepare("decode")
         bar = host.Progress(1, node_id=unique_id)
         with torch.inference_mode():
             meshes = pipe.decode(lat, octree_depth=int(octree_depth), decoder=decoder, smoothing=bool(smoothing),
                                  callback=bar.callback())
         if remove_floaters or max_faces:
-            meshes = lib("postprocess").postprocess(meshes, remove_small=bool(remove_floaters), max_faces=int(max_faces))
+            from ..midi_model.postprocess import postprocess  # trimesh/scipy: imported when used
+
+            meshes = postprocess(meshes, remove_small=bool(remove_floaters), max_faces=int(max_faces))
         empty = [i for i, m in enumerate(meshes) if len(m.faces) == 0]
         if empty:
             host.log.warning("MIDI: object(s) %s have no surface at this resolution (empty mesh)", empty)

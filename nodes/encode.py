@@ -5,13 +5,13 @@ import numpy as np
 import torch
 
 from . import host
-from .lib import lib
+from ..midi_model.errors import MIDIInputError
 
 
 def image_to_array(image: torch.Tensor, name: str = "image") -> np.ndarray:
     """ComfyUI IMAGE (B,H,W,C) 0..1 -> one HxWx3 float array (first image of the batch)."""
     if not isinstance(image, torch.Tensor) or image.ndim not in (3, 4):
-        raise lib("errors").MIDIInputError(f"{name}: expected a ComfyUI IMAGE (B,H,W,3), got {type(image).__name__}"
+        raise MIDIInputError(f"{name}: expected a ComfyUI IMAGE (B,H,W,3), got {type(image).__name__}"
                                            f"{tuple(image.shape) if hasattr(image, 'shape') else ''}")
     if image.ndim == 4:
         if image.shape[0] > 1:
@@ -26,13 +26,13 @@ def image_to_array(image: torch.Tensor, name: str = "image") -> np.ndarray:
 def masks_to_array(mask: torch.Tensor, name: str = "masks") -> np.ndarray:
     """ComfyUI MASK (N,H,W) or (H,W) 0..1 -> (N,H,W) bool."""
     if not isinstance(mask, torch.Tensor):
-        raise lib("errors").MIDIInputError(f"{name}: expected a ComfyUI MASK batch (N,H,W), got {type(mask).__name__}")
+        raise MIDIInputError(f"{name}: expected a ComfyUI MASK batch (N,H,W), got {type(mask).__name__}")
     if mask.ndim == 2:
         mask = mask[None]
     if mask.ndim == 4 and mask.shape[-1] == 1:
         mask = mask[..., 0]
     if mask.ndim != 3:
-        raise lib("errors").MIDIInputError(f"{name}: expected a MASK batch (N,H,W), got shape {tuple(mask.shape)}")
+        raise MIDIInputError(f"{name}: expected a MASK batch (N,H,W), got shape {tuple(mask.shape)}")
     return mask.detach().float().cpu().numpy() > 0.5
 
 

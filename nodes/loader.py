@@ -6,7 +6,8 @@ import os
 import torch
 
 from . import host
-from .lib import lib
+from ..midi_model import errors, hub, lora as lora_lib
+from ..midi_model.pipeline import DTYPES as LIB_DTYPES, MIDIPipeline
 
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
 ATTENTION = ["sdpa", "math"]
@@ -46,7 +47,7 @@ def model_choices() -> list[str]:
 
 def _download(entry: str) -> str:
     target = host.default_download_dir(entry)
-    lib("hub").download_model(target, repo_id=host.DEFAULT_REPO)  # one clear error when offline
+    hub.download_model(target, repo_id=host.DEFAULT_REPO)  # one clear error when offline
     return target
 
 
@@ -88,7 +89,6 @@ class LoadMIDIModel:
         }
 
     def load(self, model, dtype="auto", attention="sdpa", lora=NO_LORA, lora_strength=1.0, download=False):
-        errors = lib("errors")
         folder = host.find_subfolder(model)
         if folder is None:
             if not download:
@@ -100,15 +100,15 @@ class LoadMIDIModel:
             folder = _download(model)
         if dtype not in DTYPES:
             raise errors.MIDIInputError(f"dtype '{dtype}': use one of {', '.join(DTYPES)}")
-        torch_dtype = host.auto_dtype() if dtype == "auto" else lib("pipeline").DTYPES[dtype]
+        torch_dtype = host.auto_dtype() if dtype == "auto" else LIB_DTYPES[dtype]
         load_device = host.offload_device()
-        pipe = lib("pipeline").MIDIPipeline.from_pretrained(
+        pipe = MIDIPipeline.from_pretrained(
             folder, device=load_device, dtype=torch_dtype, attention_backend=attention)
         lora_name = None
         if lora and lora != NO_LORA:
             path = host.file_path("loras", lora)
             if path is None:
                 raise errors.MIDILoadError(f"LoRA '{lora}' not found in ComfyUI/models/loras: pick another or 'none'")
-            lib("lora").apply_lora(pipe.transformer, path, strength=float(lora_strength))
+            lora_lib.apply_lora(pipe.transformer, path, strength=float(lora_strength))
             lora_name = f"{lora}@{lora_strength:g}"
         return (MIDIModel(pipe, model, os.path.abspath(folder), torch_dtype, lora_name),)

@@ -6,7 +6,8 @@ import re
 
 from . import host
 from .decode import core_to_meshes
-from .lib import lib
+from ..midi_model import scene as scene_lib
+from ..midi_model.errors import MIDIInputError
 
 
 def object_names(names: str, n: int) -> list[str]:
@@ -56,12 +57,11 @@ class SaveMIDIScene:
         }}
 
     def save(self, meshes, filename_prefix="midi/scene", save_objects=False, names=""):
-        scene_lib = lib("scene")
         items = core_to_meshes(meshes)
         labels = object_names(names, len(items))
         keep = [i for i, m in enumerate(items) if len(m.faces) > 0]
         if not keep:
-            raise lib("errors").MIDIInputError(
+            raise MIDIInputError(
                 f"meshes: all {len(items)} objects are empty; raise octree_depth or check the masks")
         if len(keep) < len(items):
             host.log.warning("MIDI: skipping empty object(s) %s", [labels[i] for i in range(len(items)) if i not in keep])

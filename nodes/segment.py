@@ -6,7 +6,7 @@ import torch
 
 from . import host
 from .encode import image_to_array
-from .lib import lib
+from ..midi_model import errors
 
 MODES = ["text", "boxes", "points", "automatic", "label_map", "masks"]
 SAM_FOLDER = "sams"
@@ -29,6 +29,18 @@ def _cached(kind: str, key, load):
     model = load()
     _cache[kind] = (key, model)
     return model
+
+
+def _load_sam(path, device):
+    from ..midi_model.segmentation.sam_loader import load_sam
+
+    return load_sam(path, device=device)
+
+
+def _load_dino(folder, device):
+    from ..midi_model.segmentation.grounding_dino import load_grounding_dino
+
+    return load_grounding_dino(folder, device=device)
 
 
 def sam_choices() -> list[str]:
@@ -95,10 +107,10 @@ class SegmentScene:
     def segment(self, image, mode, prompt="", boxes="", points="", sam_model=NO_SAM, grounding_dino=DINO_DEFAULT,
                 box_threshold=0.3, text_threshold=0.3, max_instances=7, too_many="error",
                 allow_more_instances=False, min_area=0.001, seg_map=None, masks=None):
-        seg = lib("segmentation.api")
-        errors = lib("errors")
         if mode not in MODES:
             raise errors.MIDIInputError(f"mode '{mode}': use one of {', '.join(MODES)}")
+        from ..midi_model.segmentation.api import segment_scene  # segment_anything etc.: imported when used
+
         rgb = image_to_array(image, "image")
         kw = dict(box_threshold=float(box_threshold), text_threshold=float(text_threshold),
                   max_instances=int(max_instances), too_many=too_many,
@@ -119,7 +131,7 @@ class SegmentScene:
                     raise errors.MIDILoadError(
                         f"Segment Scene: mode {mode} needs a SAM checkpoint in ComfyUI/models/sams "
                         f"(e.g. sam_vit_b_01ec64.pth); '{sam_model}' not found")
-                kw["sam"] = _cached("sam", (path, str(device)), lambda: lib("segmentation.sam_loader").load_sam(path, device=device))
+                kw["sam"] = _cached("sam", (path, str(device)), lambda: _load_sam(path, device))
             if mode == "text":
                 folder = host.find_subfolder(grounding_dino, DINO_FOLDER)
                 if folder is None:
@@ -127,10 +139,10 @@ class SegmentScene:
                         f"Segment Scene: Grounding DINO folder '{grounding_dino}' not found in ComfyUI/models/"
                         f"{DINO_FOLDER}: put IDEA-Research/grounding-dino-tiny there")
                 kw["detector"] = _cached("dino", (folder, str(device)),
-                                         lambda: lib("segmentation.grounding_dino").load_grounding_dino(folder, device=device))
+                                         lambda: _load_dino(folder, device))
             kw.update(prompt=prompt, boxes=boxes or None, points=points or None)
         with torch.inference_mode():
-            res = seg.segment_scene(rgb, mode, **kw)
+            res = segment_scene(rgb, mode, **kw)
         dev = host.intermediate_device()
         out_masks = torch.from_numpy(res.masks.astype(np.float32)).to(dev)
         preview = torch.from_numpy(res.preview.astype(np.float32) / 255.0)[None].to(dev)

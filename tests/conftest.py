@@ -1,6 +1,7 @@
 """Shared fixtures: the ../shared folder (golden run, examples) and a loaded golden pipeline."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,25 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# The node pack, imported as a package the way ComfyUI imports a custom-node folder (its nodes use
+# relative imports: ``nodes`` and ``midi_model`` are subpackages of the pack). The folder name
+# (e.g. "ComfyUI-MIDI") is no identifier, so the package gets this name; tests of the nodes
+# import ``comfyui_midi.nodes`` and the pack's own ``comfyui_midi.midi_model``.
+PACK = "comfyui_midi"
+
+
+def _import_pack():
+    if PACK in sys.modules:
+        return sys.modules[PACK]
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_import_pack()
 
 # The test models are tiny: intra-op thread hand-offs cost more than they save, and on a
 # busy 2-core machine two spinning threads slow 4 sampling steps from ~1 s to ~40 s.

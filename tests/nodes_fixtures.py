@@ -19,7 +19,7 @@ TINY = "MIDI-3D-tiny"
 
 @pytest.fixture(scope="session")
 def comfy_dirs(tmp_path_factory):
-    from nodes import host
+    from comfyui_midi.nodes import host
 
     root = tmp_path_factory.mktemp("comfy")
     (root / "models" / "midi").mkdir(parents=True)
@@ -51,7 +51,7 @@ def seg_image(golden_arrays):
 
 @pytest.fixture(scope="session")
 def midi_model(comfy_dirs):
-    from nodes.loader import LoadMIDIModel
+    from comfyui_midi.nodes.loader import LoadMIDIModel
 
     (model,) = LoadMIDIModel().load(TINY, "fp32", "sdpa")
     return model
@@ -60,7 +60,7 @@ def midi_model(comfy_dirs):
 @pytest.fixture()
 def progress_log():
     """Records progress updates of the host fallback; clears interrupt state around the test."""
-    from nodes import host
+    from comfyui_midi.nodes import host
 
     log = []
     host.set_progress_hook(lambda v, t, n: log.append((v, t)))

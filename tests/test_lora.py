@@ -85,7 +85,7 @@ def test_lora_errors_name_the_problem(transformer, tmp_path):
 
 
 def test_load_node_applies_lora_from_models_loras(comfy_dirs, transformer):
-    from nodes.loader import LoadMIDIModel
+    from comfyui_midi.nodes.loader import LoadMIDIModel
 
     sd = _lora_tensors(transformer, seed=3)
     save_file(sd, comfy_dirs / "models" / "loras" / "midi_test_lora.safetensors")

@@ -17,10 +17,10 @@ from conftest import ROOT
 from nodes_fixtures import *  # noqa: F401,F403  (fixtures)
 from nodes_fixtures import TINY
 
-import nodes
-from nodes import host
-from midi_model.conditioning import MIDIConditioning
-from midi_model.errors import MIDIError, MIDIInputError, MIDILoadError
+from comfyui_midi import nodes
+from comfyui_midi.midi_model.conditioning import MIDIConditioning
+from comfyui_midi.midi_model.errors import MIDIError, MIDIInputError, MIDILoadError
+from comfyui_midi.nodes import host
 
 M = nodes.NODE_CLASS_MAPPINGS
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
@@ -42,8 +42,8 @@ def test_pack_imports_like_comfyui():
         assert set(mod.NODE_DISPLAY_NAME_MAPPINGS) == set(mod.NODE_CLASS_MAPPINGS)
         assert mod.NODE_DISPLAY_NAME_MAPPINGS["EncodeMultiInstanceCondition"] == "Encode Multi-Instance Condition"
         # the nodes use the pack's own library copy (a sibling package), not whatever 'midi_model' is on sys.path
-        errors = sys.modules[name + ".nodes.lib"].lib("errors")
-        assert errors.__name__ == name + ".midi_model.errors"
+        loader = sys.modules[name + ".nodes.loader"]
+        assert loader.errors.__name__ == name + ".midi_model.errors"
         assert mod.NODE_CLASS_MAPPINGS["LoadMIDIModel"].__module__ == name + ".nodes.loader"
     finally:
         for k in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
@@ -247,7 +247,7 @@ def _box_mesh(offset=0.0):
 
 
 def test_save_never_overwrites_and_stays_in_output(comfy_dirs):
-    from nodes.decode import meshes_to_core
+    from comfyui_midi.nodes.decode import meshes_to_core
 
     mesh = meshes_to_core([_box_mesh(), _box_mesh(0.5)])
     out_dir = comfy_dirs / "output"
@@ -267,7 +267,7 @@ def test_save_never_overwrites_and_stays_in_output(comfy_dirs):
 
 
 def test_mesh_batch_roundtrip_with_empty_item_and_uniform_core_batch(comfy_dirs):
-    from nodes.decode import core_to_meshes, meshes_to_core
+    from comfyui_midi.nodes.decode import core_to_meshes, meshes_to_core
 
     items = [_box_mesh(), trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64)), trimesh.creation.icosphere(1)]
     core = meshes_to_core(items)
@@ -290,7 +290,7 @@ def test_mesh_batch_roundtrip_with_empty_item_and_uniform_core_batch(comfy_dirs)
 
 def test_old_host_mesh_without_counts(monkeypatch, comfy_dirs):
     """ComfyUI 0.8: MESH(vertices, faces) only; the counts ride along as attributes."""
-    from nodes.decode import meshes_to_core
+    from comfyui_midi.nodes.decode import meshes_to_core
 
     class OldMESH:
         def __init__(self, vertices, faces):
@@ -349,8 +349,24 @@ def test_errors_are_one_line(midi_model, scene_image, seg_image, comfy_dirs):
         assert issubclass(exc, MIDIError) and issubclass(exc, ValueError)
 
 
+def test_one_default_decoder_everywhere():
+    """Library functions, the stage-wise runner, the CLI and the node all default to meshing.DEFAULT_DECODER
+    (the shipped workflows are checked in test_workflows.py)."""
+    from comfyui_midi.midi_model import meshing, offload, pipeline
+    from comfyui_midi.midi_model.__main__ import _parser
+
+    default = meshing.DEFAULT_DECODER
+    assert default in meshing.DECODERS
+    for fn in (meshing.decode_grids, pipeline.MIDIPipeline.decode, pipeline.MIDIPipeline.__call__,
+               offload.run_pipeline, M["DecodeToMeshes"].decode):
+        assert inspect.signature(fn).parameters["decoder"].default == default, fn
+    assert M["DecodeToMeshes"].INPUT_TYPES()["required"]["decoder"][1]["default"] == default
+    args = _parser().parse_args(["generate", "--model", "m", "--image", "i", "--seg", "s", "--out", "o.glb"])
+    assert args.decoder == default
+
+
 def test_decoder_choices_come_from_the_library(midi_model, golden_arrays):
-    from midi_model.meshing import DECODERS
+    from comfyui_midi.midi_model.meshing import DECODERS
 
     assert M["DecodeToMeshes"].INPUT_TYPES()["required"]["decoder"][0] == list(DECODERS)
     lat = {"samples": torch.from_numpy(golden_arrays["final_latents"])}

@@ -14,8 +14,9 @@ import trimesh
 from conftest import ROOT, SHARED, _require
 from nodes_fixtures import *  # noqa: F401,F403  (fixtures)
 
-import nodes
-from nodes import host
+from comfyui_midi import nodes
+from comfyui_midi.midi_model.meshing import DEFAULT_DECODER
+from comfyui_midi.nodes import host
 
 sys.path.insert(0, str(_require(SHARED / "tools" / "comfy_host")))
 from comfy_workflow import ui_to_api  # noqa: E402  (stdlib converter, no server needed)
@@ -195,6 +196,7 @@ def test_workflow_converts_with_our_input_types(name, comfy_dirs, scene_image):
     by = {n["class_type"]: n["inputs"] for n in api.values()}
     assert by["MIDISampler"]["seed"] == 42 and by["MIDISampler"]["steps"] == 50 and by["MIDISampler"]["guidance"] == 7.0
     assert by["LoadMIDIModel"]["model"] == "MIDI-3D" and by["DecodeToMeshes"]["octree_depth"] == 8
+    assert by["DecodeToMeshes"]["decoder"] == DEFAULT_DECODER       # the one default, as the node offers it
     assert isinstance(by["Preview3D"]["model_file"], list)          # linked to Save MIDI Scene's model_file
     assert isinstance(by["SaveMIDIScene"]["names"], list)           # linked to Segment Scene's labels
     mode = by["SegmentScene"]["mode"]
