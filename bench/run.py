@@ -2,7 +2,7 @@
 
     python -m bench.run --preset medium --instances 3 --steps 4 --depth 8 --device cpu
 
-Builds a preset model with random weights (presets.write_random_checkpoint into a temp
+Builds a preset model with random weights (testing.write_random_checkpoint into a temp
 dir), runs encode -> sample -> decode for N instances, and prints one JSON object with
 per-stage seconds, peak memory, points queried, mesh equality and the ratios against
 the exact path: official progressive dense decode, exact multi-instance attention
@@ -32,7 +32,7 @@ import torch
 from midi_model import offload
 from midi_model.meshing import BBOX_MAX, BBOX_MIN, decode_grids, grid_points, grids_to_meshes
 from midi_model.pipeline import MIDIPipeline, resolve_dtype
-from midi_model.presets import write_random_checkpoint
+from midi_model.testing import write_random_checkpoint
 
 KEEP_FREQS = 2
 INSIDE_FRACTION = 0.25

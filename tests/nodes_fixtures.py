@@ -73,7 +73,7 @@ def progress_log():
 @pytest.fixture(scope="session")
 def tiny_segmenters(comfy_dirs):
     """Tiny random SAM (models/sams/sam_tiny.pth) and Grounding DINO (models/grounding-dino/gdino-tiny)."""
-    from midi_model.segmentation.tiny import save_tiny_grounding_dino, save_tiny_sam
+    from midi_model.testing import save_tiny_grounding_dino, save_tiny_sam
 
     (comfy_dirs / "models" / "sams").mkdir(exist_ok=True)
     save_tiny_sam(comfy_dirs / "models" / "sams" / "sam_tiny.pth", seed=0)

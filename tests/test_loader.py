@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from midi_model.errors import MIDILoadError
 from midi_model.pipeline import MIDIPipeline
-from midi_model.presets import write_random_checkpoint
+from midi_model.testing import write_random_checkpoint
 
 
 def writable_copy(src, dst):

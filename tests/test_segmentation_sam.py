@@ -12,7 +12,7 @@ import segment_anything
 from midi_model.errors import MIDIInputError, MIDILoadError
 from midi_model.segmentation import (area_to_pixels, clean_mask, filter_automatic_masks, generate_candidates, infer_sam_config, load_sam,
                                      segment_scene)
-from midi_model.segmentation.tiny import TINY_SAM_CONFIG, save_tiny_sam
+from midi_model.testing import TINY_SAM_CONFIG, save_tiny_sam
 
 RAW = dict(polygon_refinement=False, remove_small=False, fill_holes=False)   # masks as SAM gives them
 BOX_A, BOX_B = [10, 10, 70, 60], [50, 30, 120, 90]

@@ -12,7 +12,7 @@ from segment_anything import SamPredictor
 from midi_model.errors import MIDIInputError, MIDILoadError
 from midi_model.segmentation import (GroundingDinoDetector, download_grounding_dino, load_grounding_dino,
                                      load_sam, segment_scene)
-from midi_model.segmentation.tiny import save_tiny_grounding_dino, save_tiny_sam
+from midi_model.testing import save_tiny_grounding_dino, save_tiny_sam
 
 RAW = dict(polygon_refinement=False, remove_small=False, fill_holes=False)
 LOW = dict(box_threshold=0.0, text_threshold=0.0)
