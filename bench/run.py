@@ -30,8 +30,9 @@ import numpy as np
 import torch
 
 from midi_model import offload
+from midi_model.dtypes import resolve_dtype
 from midi_model.meshing import BBOX_MAX, BBOX_MIN, decode_grids, grid_points, grids_to_meshes
-from midi_model.pipeline import MIDIPipeline, resolve_dtype
+from midi_model.pipeline import MIDIPipeline
 from midi_model.testing import write_random_checkpoint
 
 KEEP_FREQS = 2

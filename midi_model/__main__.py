@@ -99,10 +99,9 @@ def load_inputs(args):
 def _progress(label: str):
     start = time.time()
 
-    def cb(done, total):
-        sys.stderr.write(f"\r{label}: {done + 1 if label == 'sampling' else done}/{total} "
-                         f"({time.time() - start:.1f}s)")
-        if (done + 1 if label == "sampling" else done) >= total:
+    def cb(done, total):  # the library's progress: callback(done, total)
+        sys.stderr.write(f"\r{label}: {done}/{total} ({time.time() - start:.1f}s)")
+        if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
     return cb

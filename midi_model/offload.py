@@ -23,9 +23,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .meshing import DEFAULT_DECODER
-
-STAGES = {"encode": ("image_encoder_1", "image_encoder_2"), "sample": ("transformer",), "decode": ("vae",)}
+from .pipeline import STAGES
 OFFLOAD_MODES = ("none", "model")
 
 
@@ -73,33 +71,3 @@ def stage(pipe, name: str, device, offload: str = "model", offload_device="cpu")
         yield pipe
     finally:
         release(pipe, name, device, offload, offload_device)
-
-
-def run_pipeline(pipe, image, masks, device, offload: str = "model", seed: int = 42, steps: int = 50,
-                 guidance_scale: float = 7.0, octree_depth: int = 8, decoder: str = DEFAULT_DECODER,
-                 smoothing: bool = True, timings: dict | None = None, **decode_kwargs):
-    """The whole pipeline with stage-wise placement; ``timings`` receives seconds per stage."""
-    import time
-
-    def sync():
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-
-    t = {}
-    t0 = time.perf_counter()
-    with stage(pipe, "encode", device, offload):
-        cond = pipe.encode(image, masks)
-        sync()
-    t1 = time.perf_counter()
-    with stage(pipe, "sample", device, offload):
-        lat = pipe.sample(cond, seed=seed, steps=steps, guidance_scale=guidance_scale)
-        sync()
-    t2 = time.perf_counter()
-    with stage(pipe, "decode", device, offload):
-        meshes = pipe.decode(lat, octree_depth=octree_depth, decoder=decoder, smoothing=smoothing, **decode_kwargs)
-        sync()
-    t3 = time.perf_counter()
-    t.update(encode=t1 - t0, sample=t2 - t1, decode=t3 - t2, total=t3 - t0)
-    if timings is not None:
-        timings.update(t)
-    return meshes, lat

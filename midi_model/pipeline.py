@@ -1,7 +1,7 @@
 """The four stages as one object: load -> encode -> sample -> decode.
 
 Each stage runs on whatever device its modules sit on at the time, so a host (ComfyUI's
-model management, or ``offload="sequential"`` here) can move modules between stages.
+model management, or ``offload.py`` here) can move modules between stages.
 """
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ import torch
 
 from . import checkpoint as ckpt
 from .conditioning import MIDIConditioning, build_conditioning
+from .dtypes import resolve_dtype
 from .errors import MIDIInputError
 from .meshing import DECODERS, DEFAULT_DECODER, decode_grids, grids_to_meshes
 from .sampling import initial_noise, sample
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
-          "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def check_runnable(module: torch.nn.Module, stage: str) -> None:
@@ -27,6 +25,9 @@ def check_runnable(module: torch.nn.Module, stage: str) -> None:
         raise MIDIInputError(f"{stage}: fp16 runs only on a GPU, and the model is on the CPU: "
                              f"load it as fp32 or bf16 for the CPU")
 
+
+# which modules each stage runs (offload.py and the ComfyUI loader move them by this table)
+STAGES = {"encode": ("image_encoder_1", "image_encoder_2"), "sample": ("transformer",), "decode": ("vae",)}
 
 OOM_HINTS = {
     "encode": "use fewer objects or a smaller dtype (bf16/fp16)",
@@ -44,20 +45,6 @@ def out_of_memory_hint(stage: str):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         raise MIDIInputError(f"{stage}: out of GPU memory: {OOM_HINTS[stage]}") from None
-
-
-def resolve_dtype(dtype, device) -> torch.dtype:
-    """'auto' -> bf16 on CUDA with bf16 support, fp16 on other CUDA, fp32 on CPU."""
-    device = torch.device(device)
-    if dtype is None or dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise MIDIInputError(f"dtype {dtype!r}: use one of auto, fp32, fp16, bf16")
-    return DTYPES[dtype]
 
 
 @dataclass
@@ -95,8 +82,7 @@ class MIDIPipeline:
         return next(self.transformer.parameters()).dtype
 
     def modules(self) -> dict:
-        return {"image_encoder_1": self.image_encoder_1, "image_encoder_2": self.image_encoder_2,
-                "transformer": self.transformer, "vae": self.vae}
+        return {name: getattr(self, name) for names in STAGES.values() for name in names}
 
     def to(self, device=None, dtype=None) -> "MIDIPipeline":
         for m in self.modules().values():

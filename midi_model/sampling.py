@@ -42,7 +42,7 @@ def sample(transformer, clip: torch.Tensor, dino: torch.Tensor, noise: torch.Ten
     """Run the sampler; the transformer's device and dtype decide where it runs.
 
     clip (n,1,D1) and dino (n,L,D2) are the conditional embeddings; the unconditional
-    branch gets zeros. ``callback(i, steps)`` runs after every step (raise to cancel).
+    branch gets zeros. ``callback(done, steps)`` runs after every step (raise to cancel).
     ``record``: optional dict receiving per-step tensors (parity checks, --dump).
     """
     p = next(transformer.parameters())
@@ -75,5 +75,5 @@ def sample(transformer, clip: torch.Tensor, dino: torch.Tensor, noise: torch.Ten
             if capture is not None:
                 record.update({f"step0_{k}": val for k, val in capture.items()})
         if callback is not None:
-            callback(i, steps)
+            callback(i + 1, steps)
     return latents

@@ -6,17 +6,29 @@ from pathlib import Path
 from .errors import MIDIInputError
 
 
+def unique_names(names) -> list[str]:
+    """glTF node names must be unique: a repeat gets the first free ``_2``, ``_3``, ...
+    (never a name that is given literally elsewhere in the list)."""
+    names = [str(n) for n in names]
+    literal, taken, out = set(names), set(), []
+    for n in names:
+        name, k = n, 1
+        while name in taken or (name != n and name in literal):
+            k += 1
+            name = f"{n}_{k}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
 def instance_names(count: int, names=None) -> list[str]:
+    """One unique name per mesh: ``names[i]``, or ``object_<i>`` where it is missing or empty."""
     if names is None:
-        return [f"instance_{i:02d}" for i in range(count)]
+        names = [""] * count
     names = [str(n) for n in names]
     if len(names) != count:
         raise MIDIInputError(f"{len(names)} names given for {count} meshes")
-    seen, out = {}, []
-    for n in names:  # glTF node names should be unique
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n}_{seen[n]}")
-    return out
+    return unique_names(n or f"object_{i}" for i, n in enumerate(names))
 
 
 def build_scene(meshes, names=None):

@@ -67,7 +67,6 @@ class _FallbackFile3D:
 
 MESH = getattr(_Types, "MESH", None) or _FallbackMESH
 File3D = getattr(_Types, "File3D", None) or _FallbackFile3D
-HAS_FILE3D = getattr(_Types, "File3D", None) is not None
 try:
     MESH_HAS_COUNTS = "vertex_counts" in inspect.signature(MESH.__init__).parameters
 except (TypeError, ValueError):
@@ -242,7 +241,8 @@ def intermediate_device() -> torch.device:
 
 
 def auto_dtype(device=None) -> torch.dtype:
-    """bf16 / fp16 where ComfyUI would use them on the compute device, else fp32."""
+    """bf16 / fp16 where ComfyUI would use them on the compute device, else fp32;
+    outside ComfyUI the library's rule (``midi_model.dtypes.auto_dtype``)."""
     device = device or torch_device()
     if IN_COMFY:
         try:
@@ -253,9 +253,9 @@ def auto_dtype(device=None) -> torch.dtype:
         except Exception:
             pass
         return torch.float32
-    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    from ..midi_model.dtypes import auto_dtype as library_auto_dtype
+
+    return library_auto_dtype(device)
 
 
 class _Holder(torch.nn.Module):
@@ -333,8 +333,8 @@ class Progress:
             _state["progress_hook"](int(value), self.total, self.node_id)
         check_interrupt()
 
-    def callback(self, offset: int = 0):
-        """``callback(i, total)`` for the library: i steps/chunks done -> bar at i + offset."""
-        def cb(value, total):
-            self.set(int(value) + offset, total)
+    def callback(self):
+        """The library's progress, ``callback(done, total)``, drives this bar."""
+        def cb(done, total):
+            self.set(int(done), total)
         return cb

@@ -7,9 +7,10 @@ import torch
 
 from . import host
 from ..midi_model import errors, hub, lora as lora_lib
-from ..midi_model.pipeline import DTYPES as LIB_DTYPES, MIDIPipeline
+from ..midi_model.dtypes import DTYPE_CHOICES, resolve_dtype
+from ..midi_model.pipeline import STAGES as LIB_STAGES, MIDIPipeline
 
-DTYPES = ["auto", "fp32", "fp16", "bf16"]
+DTYPES = list(DTYPE_CHOICES)
 ATTENTION = ["sdpa", "math"]
 NO_LORA = "none"
 
@@ -23,7 +24,7 @@ class MIDIModel:
     (encoders -> DiT -> VAE); ComfyUI offloads the others when memory is short.
     """
 
-    STAGES = {"encode": ("image_encoder_1", "image_encoder_2"), "sample": ("transformer",), "decode": ("vae",)}
+    STAGES = LIB_STAGES
 
     def __init__(self, pipe, name: str, folder: str, dtype: torch.dtype, lora: str | None = None):
         self.pipe, self.name, self.folder, self.dtype, self.lora = pipe, name, folder, dtype, lora
@@ -98,9 +99,7 @@ class LoadMIDIModel:
                     f"(huggingface-cli download {host.DEFAULT_REPO} --local-dir <that folder>/{model}) "
                     f"or set download to true")
             folder = _download(model)
-        if dtype not in DTYPES:
-            raise errors.MIDIInputError(f"dtype '{dtype}': use one of {', '.join(DTYPES)}")
-        torch_dtype = host.auto_dtype() if dtype == "auto" else LIB_DTYPES[dtype]
+        torch_dtype = resolve_dtype(dtype, host.torch_device(), auto=host.auto_dtype)
         load_device = host.offload_device()
         pipe = MIDIPipeline.from_pretrained(
             folder, device=load_device, dtype=torch_dtype, attention_backend=attention)

@@ -35,6 +35,6 @@ class MIDISampler:
         bar = host.Progress(steps, node_id=unique_id)
         with torch.inference_mode():
             latents = pipe.sample(conditioning, seed=int(seed), steps=int(steps), guidance_scale=float(guidance),
-                                  callback=bar.callback(offset=1))
+                                  callback=bar.callback())
         return ({"samples": latents.to(host.intermediate_device()), "num_instances": int(latents.shape[0]),
                  "seed": int(seed), "steps": int(steps), "guidance": float(guidance)},)

@@ -11,16 +11,10 @@ from ..midi_model.errors import MIDIInputError
 
 
 def object_names(names: str, n: int) -> list[str]:
-    """'chair, table' -> ['chair', 'table', 'object_2', ...]; unique, GLB-safe."""
-    given = [s.strip() for s in re.split(r"[,\n]", names or "") if s.strip()]
-    out, seen = [], {}
-    for i in range(n):
-        base = re.sub(r"[^A-Za-z0-9_.\-]+", "_", given[i]) if i < len(given) else f"object_{i}"
-        base = base.strip("_") or f"object_{i}"
-        k = seen.get(base, 0)
-        seen[base] = k + 1
-        out.append(base if k == 0 else f"{base}_{k}")
-    return out
+    """'chair, table' -> ['chair', 'table', 'object_2', ...]; file-name safe, unique (library rule)."""
+    given = [s.strip() for s in re.split(r"[,\n]", names or "") if s.strip()][:n]
+    safe = [re.sub(r"[^A-Za-z0-9_.\-]+", "_", g).strip("_") for g in given]
+    return scene_lib.instance_names(n, safe + [""] * (n - len(safe)))
 
 
 def _write_new(path: str, data: bytes):

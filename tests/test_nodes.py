@@ -257,7 +257,7 @@ def test_save_never_overwrites_and_stays_in_output(comfy_dirs):
     (out_dir / "keep" / "s_00007_.glb").write_bytes(b"mine")
     third = M["SaveMIDIScene"]().save(mesh, "keep/s", False, "")["result"][0]
     assert third == "keep/s_00008_.glb" and (out_dir / "keep" / "s_00007_.glb").read_bytes() == b"mine"
-    assert sorted(trimesh.load(out_dir / first).geometry) == ["a", "a_1"]
+    assert sorted(trimesh.load(out_dir / first).geometry) == ["a", "a_2"]
     assert sorted(trimesh.load(out_dir / second).geometry) == ["object_0", "object_1"]
     for bad in ("../evil", "/tmp/evil", "a/../../evil"):
         with pytest.raises(ValueError, match="filename_prefix") as e:
