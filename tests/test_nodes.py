@@ -350,15 +350,15 @@ def test_errors_are_one_line(midi_model, scene_image, seg_image, comfy_dirs):
 
 
 def test_one_default_decoder_everywhere():
-    """Library functions, the stage-wise runner, the CLI and the node all default to meshing.DEFAULT_DECODER
+    """Library functions, the CLI and the node all default to meshing.DEFAULT_DECODER
     (the shipped workflows are checked in test_workflows.py)."""
-    from comfyui_midi.midi_model import meshing, offload, pipeline
+    from comfyui_midi.midi_model import meshing, pipeline
     from comfyui_midi.midi_model.__main__ import _parser
 
     default = meshing.DEFAULT_DECODER
     assert default in meshing.DECODERS
     for fn in (meshing.decode_grids, pipeline.MIDIPipeline.decode, pipeline.MIDIPipeline.__call__,
-               offload.run_pipeline, M["DecodeToMeshes"].decode):
+               M["DecodeToMeshes"].decode):
         assert inspect.signature(fn).parameters["decoder"].default == default, fn
     assert M["DecodeToMeshes"].INPUT_TYPES()["required"]["decoder"][1]["default"] == default
     args = _parser().parse_args(["generate", "--model", "m", "--image", "i", "--seg", "s", "--out", "o.glb"])
