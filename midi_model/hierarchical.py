@@ -159,10 +159,11 @@ def upsample_cells(c: torch.Tensor) -> torch.Tensor:
 class _Level:
     """Values (filled) and the known mask on the lattice of one level."""
 
-    def __init__(self, query, axes, depth: int, level: int, stats: RefineStats, chunk: int):
+    def __init__(self, query, axes, depth: int, level: int, stats: RefineStats, chunk: int, progress=None):
         self.query, self.axes, self.depth, self.level = query, axes, depth, level
         self.stride = 2 ** (depth - level)
         self.stats, self.chunk = stats, chunk
+        self.first_level, self.progress = level, progress
         self.values: torch.Tensor | None = None
         self.known: torch.Tensor | None = None
 
@@ -182,6 +183,9 @@ class _Level:
         vals = []
         for s in range(0, n, self.chunk):
             vals.append(self.query(pts[s:s + self.chunk]).reshape(-1).to(self.values.device, torch.float32))
+            if self.progress is not None:  # after every chunk: the host's progress bar and Cancel
+                levels = self.depth - self.first_level + 1
+                self.progress((self.level - self.first_level + min(s + self.chunk, n) / n) / levels)
         v = torch.cat(vals)
         self.values[idx[:, 0], idx[:, 1], idx[:, 2]] = v
         self.known[idx[:, 0], idx[:, 1], idx[:, 2]] = True
@@ -229,13 +233,15 @@ class _Level:
 
 def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAULT_COARSE_DEPTH,
                 band: int = DEFAULT_BAND, smoothing: bool = True, device="cpu", chunk: int = 50_000,
-                level: float = 0.0, restrict=None, stats: RefineStats | None = None):
+                level: float = 0.0, restrict=None, stats: RefineStats | None = None, progress=None):
     """-> (grid (g,g,g) float32, known (g,g,g) bool, RefineStats), g = 2^depth + 1.
 
     ``grid`` holds the exact field wherever marching cubes (after the 3x3x3 box
     smoothing if ``smoothing``) can emit a triangle, and values of the interpolated
     coarse sign elsewhere (see the module docstring for the guarantee).
-    ``restrict(level_state) -> cell mask`` optionally limits the refinement (box pass)."""
+    ``restrict(level_state) -> cell mask`` optionally limits the refinement (box pass).
+    ``progress(fraction)`` is called after every chunk of queries (fraction of the levels, 0..1,
+    not always increasing: closing a level can take another round)."""
     if band < 1:
         raise ValueError("band must be at least 1 cell")
     g = 2 ** depth + 1
@@ -244,7 +250,7 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
     if stats is None:
         stats = RefineStats(depth=depth, dense_points=g ** 3)
     c = max(0, min(coarse_depth, depth))
-    lv = _Level(query, axes, depth, c, stats, chunk)
+    lv = _Level(query, axes, depth, c, stats, chunk, progress)
     m = 2 ** c + 1
     lv.values = torch.zeros((m, m, m), dtype=torch.float32, device=device)
     lv.known = torch.zeros((m, m, m), dtype=torch.bool, device=device)
@@ -261,7 +267,8 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
 
 
 def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAULT_COARSE_DEPTH,
-                    band: int = DEFAULT_BAND, device="cpu", chunk: int = 50_000, stats: RefineStats | None = None):
+                    band: int = DEFAULT_BAND, device="cpu", chunk: int = 50_000, stats: RefineStats | None = None,
+                    progress=None):
     """Index range of the grid points with value <= 0 on the (2^d+1)^3 grid, per axis,
     found coarse-to-fine: only cells beyond the current extent of the <= 0 points are
     refined, since only they can move it. -> ((lo_idx (3,), hi_idx (3,)), stats) or (None, stats)."""
@@ -285,7 +292,7 @@ def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = D
         return allow
 
     vals, _, stats = refine_grid(query, bbox_min, bbox_max, depth, coarse_depth, band, smoothing=False,
-                                 device=device, chunk=chunk, restrict=beyond_extent, stats=stats)
+                                 device=device, chunk=chunk, restrict=beyond_extent, stats=stats, progress=progress)
     neg = vals <= 0
     if not neg.any():
         return None, stats

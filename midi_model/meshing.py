@@ -122,11 +122,12 @@ def _decode_hierarchical(vae, latents, depth, official, chunk, callback, record,
     stats, out = [], []
     lo, hi_ = BBOX_MIN, BBOX_MAX
     passes = 2 if official == "progressive" else 1
+    segment = _segment_progress(callback, n * passes)
     for i in range(n):
         st = {}
         if official == "progressive":
             ext, st["box_pass"] = hi.occupied_extent(queries[i], BBOX_MIN, BBOX_MAX, depth, coarse_depth, band,
-                                                     device=dev, chunk=chunk)
+                                                     device=dev, chunk=chunk, progress=segment(i * passes))
             if ext is not None:
                 # the box of the points as the VAE saw them (coordinates in its dtype), as occupied_box
                 a, b = ext
@@ -135,18 +136,40 @@ def _decode_hierarchical(vae, latents, depth, official, chunk, callback, record,
                 lo = (pmin - BOX_PADDING).float().numpy()
                 hi_ = (pmax + BOX_PADDING).float().numpy()
             if callback is not None:
-                callback(i * passes + 1, n * passes)
+                segment(i * passes)(1.0)
         grid, _, st["mesh_pass"] = hi.refine_grid(queries[i], lo, hi_, depth, coarse_depth, band,
-                                                  smoothing=smoothing, device=dev, chunk=chunk)
+                                                  smoothing=smoothing, device=dev, chunk=chunk,
+                                                  progress=segment(i * passes + passes - 1))
+        if callback is not None:
+            segment(i * passes + passes - 1)(1.0)
         out.append((grid.cpu(), lo, np.asarray(hi_) - np.asarray(lo)))
         stats.append({k: v.as_dict() for k, v in st.items()})
-        if callback is not None:
-            callback((i + 1) * passes, n * passes)
     if record is not None:
         record["hierarchical_stats"] = stats
         record["points_queried"] = int(sum(s["points_queried"] for st in stats for s in st.values()))
         record["dense_points_official"] = int(passes * n * g ** 3)
     return out
+
+
+PROGRESS_UNITS = 1000  # per refinement pass: the bar moves within a pass, chunk by chunk
+
+
+def _segment_progress(callback, segments: int):
+    """Coarse-to-fine decoding: ``segments`` refinement passes in a row, each reporting a fraction
+    after every chunk. -> for_segment(k) -> progress(fraction) that calls ``callback(done, total)``
+    on one never-decreasing scale (so the host checks Cancel after every VAE chunk)."""
+    total = segments * PROGRESS_UNITS
+    best = [0]
+
+    def for_segment(k):
+        if callback is None:
+            return None
+
+        def progress(fraction):
+            best[0] = max(best[0], k * PROGRESS_UNITS + int(min(max(fraction, 0.0), 1.0) * PROGRESS_UNITS))
+            callback(best[0], total)
+        return progress
+    return for_segment
 
 
 def _progress(callback, passes: int):

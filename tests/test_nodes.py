@@ -217,25 +217,42 @@ def test_cancel_during_sampling_stops_within_one_step(midi_model, scene_image, s
     assert len(calls) == 2  # no step after the cancelled one
 
 
-def test_cancel_during_decoding_stops_within_one_chunk(midi_model, progress_log, monkeypatch):
-    lat = {"samples": torch.randn(2, 96, 16)}
-    calls = []
-    handle = midi_model.pipe.vae.register_forward_hook(lambda *a: calls.append(1))
+def _count_vae_chunks(midi_model, monkeypatch, chunk):
+    """Every VAE query call is one chunk of grid points; returns the list they are counted in."""
+    vae, calls = midi_model.pipe.vae, []
+    query = vae.query
+    monkeypatch.setattr(vae, "query", lambda *a, **k: (calls.append(1), query(*a, **k))[1])
     decode = midi_model.pipe.decode
-    monkeypatch.setattr(midi_model.pipe, "decode", lambda *a, **k: decode(*a, **dict(k, chunk=4000)))
+    monkeypatch.setattr(midi_model.pipe, "decode", lambda *a, **k: decode(*a, **dict(k, chunk=chunk)))
+    return calls
+
+
+@pytest.mark.parametrize("decoder", ["dense", "progressive", "hierarchical", "progressive-hierarchical"])
+def test_progress_after_every_vae_chunk(decoder, midi_model, golden_arrays, progress_log, monkeypatch):
+    calls = _count_vae_chunks(midi_model, monkeypatch, chunk=700)
+    lat = {"samples": torch.from_numpy(golden_arrays["final_latents"])}
+    M["DecodeToMeshes"]().decode(midi_model, lat, 5, decoder, True)
+    assert len(calls) > 10
+    assert len(progress_log) >= len(calls)                      # one update (and Cancel check) per chunk
+    values = [v for v, _ in progress_log]
+    assert values == sorted(values) and progress_log[-1][0] == progress_log[-1][1]
+    assert len({t for _, t in progress_log}) == 1
+
+
+@pytest.mark.parametrize("decoder", ["dense", "progressive-hierarchical"])
+def test_cancel_during_decoding_stops_within_one_chunk(decoder, midi_model, golden_arrays, progress_log, monkeypatch):
+    calls = _count_vae_chunks(midi_model, monkeypatch, chunk=700)
+    lat = {"samples": torch.from_numpy(golden_arrays["final_latents"])}
 
     def hook(v, t, node):
         progress_log.append((v, t))
         if len(progress_log) == 3:
             host.request_interrupt()
     host.set_progress_hook(hook)
-    try:
-        with pytest.raises(host.Interrupted):
-            M["DecodeToMeshes"]().decode(midi_model, lat, 5, "dense", True)
-    finally:
-        handle.remove()
+    with pytest.raises(host.Interrupted):
+        M["DecodeToMeshes"]().decode(midi_model, lat, 5, decoder, True)
     assert len(progress_log) == 3 and progress_log[-1][0] < progress_log[-1][1]
-    assert len(calls) <= 3 * 2  # at most the chunks already reported (one forward per chunk, per instance batch)
+    assert len(calls) == 3  # no VAE chunk after the one during which Cancel was pressed
 
 
 # ------------------------------------------------------------------------------------------------
