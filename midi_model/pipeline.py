@@ -5,6 +5,7 @@ model management, or ``offload.py`` here) can move modules between stages.
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -16,6 +17,12 @@ from .dtypes import resolve_dtype
 from .errors import MIDIInputError
 from .meshing import DECODERS, DEFAULT_DECODER, decode_grids, grids_to_meshes
 from .sampling import initial_noise, sample
+from .vae import DECODE_CHUNK
+
+log = logging.getLogger(__name__)
+# Out of memory while decoding: retry with 4x smaller chunks of grid points, down to this many
+# (the chunk sets the decoder's activation memory; the meshes do not depend on it).
+MIN_DECODE_CHUNK = 2_000
 
 
 def check_runnable(module: torch.nn.Module, stage: str) -> None:
@@ -36,15 +43,20 @@ OOM_HINTS = {
 }
 
 
+def out_of_memory_error(stage: str) -> MIDIInputError:
+    """One line that says which setting lowers the memory of this stage."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return MIDIInputError(f"{stage}: out of GPU memory: {OOM_HINTS[stage]}")
+
+
 @contextmanager
 def out_of_memory_hint(stage: str):
-    """Turn a device OOM into one line that says which setting lowers the memory."""
+    """Turn a device OOM into :func:`out_of_memory_error`."""
     try:
         yield
     except torch.OutOfMemoryError:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        raise MIDIInputError(f"{stage}: out of GPU memory: {OOM_HINTS[stage]}") from None
+        raise out_of_memory_error(stage) from None
 
 
 @dataclass
@@ -116,21 +128,37 @@ class MIDIPipeline:
         return lat.float().cpu()
 
     def decode(self, latents: torch.Tensor, octree_depth: int = 8, decoder: str = DEFAULT_DECODER,
-               smoothing: bool = True, callback=None, record=None, chunk: int = 50_000,
+               smoothing: bool = True, callback=None, record=None, chunk: int = DECODE_CHUNK,
                coarse_depth: int | None = None, band: int | None = None):
         """-> one trimesh.Trimesh per instance, in the scene frame [-1, 1]^3.
 
         decoder: "progressive" / "dense" (official), or their coarse-to-fine twins
         "progressive-hierarchical" / "hierarchical" (same meshes, a few % of the queries;
-        ``coarse_depth``, ``band`` tune them, see midi_model/hierarchical.py)."""
+        ``coarse_depth``, ``band`` tune them, see midi_model/hierarchical.py).
+        Out of GPU memory: starts again with 4x smaller chunks (as ComfyUI's VAE decode falls back
+        to tiles), down to ``MIN_DECODE_CHUNK`` points; then one error naming what to lower."""
         check_runnable(self.vae, "decode")
         if decoder not in DECODERS:
             raise MIDIInputError(f"decoder {decoder!r}: use one of {', '.join(DECODERS)}")
         if not 2 <= octree_depth <= 10:
             raise MIDIInputError(f"octree_depth {octree_depth}: use 2..10 (8 = the official 257^3 grid)")
-        with out_of_memory_hint("decode"):
-            grids = decode_grids(self.vae, latents, octree_depth, decoder, chunk, callback, record,
-                                 smoothing=smoothing, coarse_depth=coarse_depth, band=band)
+        chunk = int(chunk)
+        while True:
+            out_of_memory = False
+            try:
+                grids = decode_grids(self.vae, latents, octree_depth, decoder, chunk, callback, record,
+                                     smoothing=smoothing, coarse_depth=coarse_depth, band=band)
+                break
+            except torch.OutOfMemoryError:
+                if chunk <= MIN_DECODE_CHUNK:
+                    raise out_of_memory_error("decode") from None
+                # retry outside this block: the exception still references the failed attempt's tensors
+                out_of_memory = True
+            if out_of_memory:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                chunk = max(chunk // 4, MIN_DECODE_CHUNK)
+                log.warning("decode: out of GPU memory, retrying with %d grid points per chunk", chunk)
         return grids_to_meshes(grids, smoothing, record)
 
     def __call__(self, image, masks, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,

@@ -61,7 +61,7 @@ def core_to_meshes(mesh):
 class DecodeToMeshes:
     DESCRIPTION = ("Turns the latents into one mesh per object: the shape VAE is queried on an octree grid, "
                    "then marching cubes. All objects share the scene's coordinate frame. Progress and Cancel per "
-                   "chunk of grid queries.")
+                   "chunk of grid queries; out of GPU memory, it starts again with smaller chunks.")
     CATEGORY = "MIDI"
     FUNCTION = "decode"
     RETURN_TYPES = ("MESH",)

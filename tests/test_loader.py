@@ -212,3 +212,28 @@ def test_out_of_memory_names_the_setting_that_lowers_it(golden_pipe, golden, mon
     monkeypatch.setattr(golden_pipe.vae, "query", oom)
     with pytest.raises(MIDIInputError, match=r"^decode: out of GPU memory: lower octree_depth"):
         golden_pipe.decode(torch.from_numpy(golden["final_latents"]), octree_depth=3, decoder="dense")
+
+
+@pytest.mark.parametrize("decoder", ["progressive", "progressive-hierarchical"])
+def test_decode_out_of_memory_retries_with_smaller_chunks(decoder, golden_pipe, golden, monkeypatch, caplog):
+    """As ComfyUI's VAE decode does: an OOM starts the decode again in smaller pieces; same meshes."""
+    lat = torch.from_numpy(golden["final_latents"])
+    expected = golden_pipe.decode(lat, octree_depth=5, decoder=decoder, chunk=3000)
+    query, sizes = golden_pipe.vae.query, []
+
+    def small_only(context, points):
+        sizes.append(points.shape[1])
+        if points.shape[1] > 3000:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return query(context, points)
+
+    monkeypatch.setattr(golden_pipe.vae, "query", small_only)
+    with caplog.at_level("WARNING", logger="midi_model.pipeline"):
+        meshes = golden_pipe.decode(lat, octree_depth=5, decoder=decoder, chunk=48_000)
+    assert [r.getMessage() for r in caplog.records] == [
+        "decode: out of GPU memory, retrying with 12000 grid points per chunk",
+        "decode: out of GPU memory, retrying with 3000 grid points per chunk"]
+    assert 12000 in sizes and max(sizes[sizes.index(12000) + 1:]) <= 3000  # the third try ran in chunks of 3000
+    for a, b in zip(meshes, expected):
+        np.testing.assert_array_equal(a.faces, b.faces)
+        np.testing.assert_array_equal(a.vertices, b.vertices)
