@@ -15,8 +15,10 @@ from . import checkpoint as ckpt
 from .conditioning import MIDIConditioning, build_conditioning
 from .dtypes import resolve_dtype
 from .errors import MIDIInputError
+from . import trajectory as traj
+from .mesh_cache import mesh_key
 from .meshing import DECODERS, DEFAULT_DECODER, decode_grids, grids_to_meshes
-from .sampling import initial_noise, sample
+from .sampling import sample, scene_noise
 from .vae import DECODE_CHUNK
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,14 @@ def out_of_memory_hint(stage: str):
         yield
     except torch.OutOfMemoryError:
         raise out_of_memory_error(stage) from None
+
+
+def decode_settings(octree_depth: int = 8, decoder: str = DEFAULT_DECODER, smoothing: bool = True,
+                    coarse_depth: int | None = None, band: int | None = None) -> dict:
+    """What decides a decoded mesh besides the latents (the key of reused meshes; the chunk
+    size does not)."""
+    return {"octree_depth": int(octree_depth), "decoder": str(decoder), "smoothing": bool(smoothing),
+            "coarse_depth": coarse_depth, "band": band}
 
 
 @dataclass
@@ -111,12 +121,16 @@ class MIDIPipeline:
                                       image_padding, max_instances)
 
     def sample(self, cond: MIDIConditioning, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
-               callback=None, record=None, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """-> final latents (n, T, C) float32 on the CPU."""
+               callback=None, record=None, noise: torch.Tensor | None = None, object_seeds: dict | None = None,
+               replay=None, trajectory: list | None = None) -> torch.Tensor:
+        """-> final latents (n, T, C) float32 on the CPU.
+
+        ``object_seeds`` {object from 0: seed}: those objects draw their own noise; ``replay``
+        and ``trajectory``: see ``sampling.sample`` (``sample_recorded`` / ``resample`` use them)."""
         check_runnable(self.transformer, "sample")
         cfg = self.transformer.config
         if noise is None:
-            noise = initial_noise(cond.num_instances, cfg.num_tokens, cfg.in_channels, seed)
+            noise = scene_noise(cond.num_instances, cfg.num_tokens, cfg.in_channels, seed, object_seeds)
         if record is not None:
             record["initial_noise"] = noise
         sc = self.scheduler_config
@@ -124,8 +138,50 @@ class MIDIPipeline:
             lat = sample(self.transformer, cond.image_embeds_1, cond.image_embeds_2, noise, steps,
                          guidance_scale, shift=float(sc.get("shift", 1.0)),
                          num_train_timesteps=int(sc.get("num_train_timesteps", 1000)),
-                         callback=callback, record=record)
+                         callback=callback, record=record, replay=replay, trajectory=trajectory)
         return lat.float().cpu()
+
+    def run_settings(self, steps: int, guidance_scale: float) -> dict:
+        return traj.run_settings(self.transformer.config, self.scheduler_config, steps, guidance_scale)
+
+    def sample_recorded(self, cond: MIDIConditioning, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
+                        callback=None, record=None, object_seeds: dict | None = None) -> traj.Recording:
+        """``sample`` that also records every object's trajectory (final latents: ``.final``)."""
+        path: list = []
+        self.sample(cond, seed, steps, guidance_scale, callback, record, object_seeds=object_seeds, trajectory=path)
+        n = cond.num_instances
+        return traj.Recording(torch.stack(path), traj.object_fingerprints(cond), traj.scene_fingerprint(cond),
+                              self.run_settings(steps, guidance_scale), int(seed), dict(object_seeds or {}),
+                              [None] * n, list(range(n)))
+
+    def resample(self, cond: MIDIConditioning, recording: traj.Recording, reroll=(), seed: int = 42, remove=(),
+                 allow_new: bool = False, steps: int | None = None, guidance_scale: float | None = None,
+                 callback=None, record=None, object_seeds: dict | None = None) -> traj.Recording:
+        """Keep the recorded objects except ``reroll`` (input indices from 0) on their recorded
+        trajectory; sample the re-rolled and new ones with ``seed`` next to them; drop ``remove``.
+
+        ``cond`` is the recorded run's inputs, plus new objects if ``allow_new``; ``steps`` and
+        ``guidance_scale`` default to the recorded ones. The re-sampled objects draw the official
+        noise of ``seed`` for the scene without the removed objects (``object_seeds``, numbered
+        like that scene, give objects their own draw), so re-rolling everything is a fresh run."""
+        rs = recording.settings
+        steps = rs["steps"] if steps is None else steps
+        guidance_scale = rs["guidance"] if guidance_scale is None else guidance_scale
+        sources = traj.plan(recording, cond, self.run_settings(steps, guidance_scale), reroll, remove, allow_new)
+        inputs = [k for k, s in enumerate(sources) if s != "removed"]
+        sources = [sources[k] for k in inputs]
+        sub = traj.select_objects(cond, inputs) if len(inputs) < cond.num_instances else cond
+        kept = torch.tensor([s is not None for s in sources])
+        recorded = recording.latents[:, [s if s is not None else 0 for s in sources]]
+        if bool(kept.all()):
+            path = recorded.clone()  # nothing to sample: the kept objects as recorded
+        else:
+            steps_out: list = []
+            self.sample(sub, seed, steps, guidance_scale, callback, record, object_seeds=object_seeds,
+                        replay=(kept, recorded), trajectory=steps_out)
+            path = torch.stack(steps_out)
+        return traj.Recording(path, traj.object_fingerprints(sub), recording.scene, dict(rs), int(seed),
+                              dict(object_seeds or {}), sources, inputs, None)
 
     def decode(self, latents: torch.Tensor, octree_depth: int = 8, decoder: str = DEFAULT_DECODER,
                smoothing: bool = True, callback=None, record=None, chunk: int = DECODE_CHUNK,
@@ -160,6 +216,24 @@ class MIDIPipeline:
                 chunk = max(chunk // 4, MIN_DECODE_CHUNK)
                 log.warning("decode: out of GPU memory, retrying with %d grid points per chunk", chunk)
         return grids_to_meshes(grids, smoothing, record)
+
+    def decode_reusing(self, latents: torch.Tensor, cache, octree_depth: int = 8, decoder: str = DEFAULT_DECODER,
+                       smoothing: bool = True, callback=None, chunk: int = DECODE_CHUNK, coarse_depth: int | None = None,
+                       band: int | None = None):
+        """``decode`` where ``cache`` (a ``MeshCache``) already holds the meshes of objects with these
+        exact latents and settings (the kept objects of a re-roll); decodes only the others.
+        -> (meshes, number reused)."""
+        settings = decode_settings(octree_depth, decoder, smoothing, coarse_depth, band)
+        keys = [mesh_key(latents[i], settings) for i in range(latents.shape[0])]
+        meshes = [cache.get(self.vae, k) for k in keys]
+        todo = [i for i, m in enumerate(meshes) if m is None]
+        if todo:
+            new = self.decode(latents[todo], octree_depth, decoder, smoothing, callback, None, chunk,
+                              coarse_depth, band)
+            for i, m in zip(todo, new):
+                cache.put(self.vae, keys[i], m)
+                meshes[i] = m
+        return meshes, len(keys) - len(todo)
 
     def __call__(self, image, masks, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
                  octree_depth: int = 8, decoder: str = DEFAULT_DECODER, image_padding: bool = False,
