@@ -24,8 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--masks", nargs="+", help="one mask image per instance (white = object), in order")
     g.add_argument("--out", required=True, help="output .glb (never overwritten)")
     g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--steps", type=int, default=50)
-    g.add_argument("--guidance", type=float, default=7.0)
+    g.add_argument("--steps", type=int, default=None, help="denoising steps (50; with --keep-from: the recorded ones)")
+    g.add_argument("--guidance", type=float, default=None, help="CFG scale (7.0; with --keep-from: the recorded one)")
     g.add_argument("--octree-depth", type=int, default=8, help="grid 2^d+1 per axis (8 = 257^3)")
     g.add_argument("--decoder", default=DEFAULT_DECODER, choices=DECODERS,
                    help=f"default {DEFAULT_DECODER}. progressive / dense: the official decoders; *hierarchical: "
@@ -38,7 +38,22 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16")
     g.add_argument("--attention", default="sdpa", help="sdpa or math")
     g.add_argument("--query-points", help=".npy of (P,3) or (n,P,3) points: dump the VAE values there")
-    g.add_argument("--dump", help="write every intermediate array to this .npz")
+    g.add_argument("--dump", help="write the run to this .npz: inputs, embeddings, every object's trajectory "
+                                  "(objects x (steps+1) x tokens x channels float32), meshes; --keep-from reads it")
+    g.add_argument("--dump-internals", action="store_true",
+                   help="with --dump, also every intermediate array (per-step CFG batch, transformer internals at "
+                        "step 0, decode grids), as the golden reference has them; large")
+    r = g.add_argument_group("per-object control (with --keep-from)")
+    r.add_argument("--keep-from", metavar="DUMP", help="a --dump of an earlier run on the same inputs: its objects "
+                                                      "are kept exactly, except those named by --reroll/--remove")
+    r.add_argument("--reroll", metavar="K[,K]", help="objects to sample again (numbered from 1, instance order), "
+                                                     "next to the kept ones, with --seed")
+    r.add_argument("--remove", metavar="K[,K]", help="objects to drop from the scene; the others stay as recorded")
+    r.add_argument("--add", action="store_true", help="sample objects that are not in the recording (extra masks or "
+                                                      "seg labels) next to the kept ones")
+    g.add_argument("--object-seed", action="append", default=[], metavar="K=SEED",
+                   help="object K (from 1) draws its noise from its own SEED, whatever the object count "
+                        "(repeatable; default: every object's slice of the official --seed draw)")
 
     d = sub.add_parser("download", help="download VAST-AI/MIDI-3D (needs internet)")
     d.add_argument("--out", required=True)
@@ -107,10 +122,36 @@ def _progress(label: str):
     return cb
 
 
+def _object_seeds(args, n: int) -> dict:
+    out = {}
+    for item in args.object_seed:
+        k, _, seed = item.partition("=")
+        if not (k.strip().isdigit() and seed.strip().lstrip("-").isdigit()):
+            raise MIDIError(f"--object-seed {item}: write K=SEED, e.g. 2=7")
+        if not 1 <= int(k) <= n:
+            raise MIDIError(f"--object-seed {item}: objects are numbered from 1 to {n}")
+        out[int(k) - 1] = int(seed)
+    return out
+
+
+def _recorded_meshes(path, recording):
+    """The meshes stored in a --dump, one per recorded object (None where absent)."""
+    import trimesh
+
+    with np.load(path, allow_pickle=False) as z:
+        out = []
+        for j in range(recording.num_instances):
+            v, f = f"mesh{j}_vertices", f"mesh{j}_faces"
+            out.append(trimesh.Trimesh(z[v], z[f], process=False) if v in z.files and f in z.files else None)
+    return out
+
+
 def generate(args) -> int:
     import torch
 
-    from .pipeline import MIDIPipeline
+    from . import trajectory as traj
+    from .mesh_cache import MeshCache, mesh_key
+    from .pipeline import MIDIPipeline, decode_settings
     from .scene import export_glb
 
     out = Path(args.out)
@@ -118,18 +159,53 @@ def generate(args) -> int:
         raise MIDIError(f"--out {out} already exists: choose another name (nothing is overwritten)")
     if args.dump and Path(args.dump).exists():
         raise MIDIError(f"--dump {args.dump} already exists: choose another name (nothing is overwritten)")
+    if not args.keep_from and (args.reroll or args.remove or args.add):
+        raise MIDIError("--reroll, --remove and --add change a recorded run: give it with --keep-from DUMP")
+    recording = traj.Recording.load(args.keep_from) if args.keep_from else None
     rgb, masks, ids, seg = load_inputs(args)
+    n_in = len(masks)
+    if recording is not None:
+        reroll = traj.parse_objects(args.reroll, n_in, what="--reroll")
+        remove = traj.parse_objects(args.remove, n_in, what="--remove")
+        object_seeds = _object_seeds(args, n_in - len(remove))
+    else:
+        object_seeds = _object_seeds(args, n_in)
     t0 = time.time()
     pipe = MIDIPipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                         attention_backend=args.attention)
     print(f"loaded {args.model} ({pipe.dtype}, {args.device}) in {time.time() - t0:.1f}s", file=sys.stderr)
-    record = {} if args.dump else None
+    record = {} if (args.dump and args.dump_internals) else None
     cond = pipe.encode(rgb, masks, image_padding=args.image_padding)
     print(f"{cond.num_instances} instances (ids {list(map(int, ids))})", file=sys.stderr)
-    lat = pipe.sample(cond, seed=args.seed, steps=args.steps, guidance_scale=args.guidance,
-                      callback=_progress("sampling"), record=record)
-    meshes = pipe.decode(lat, octree_depth=args.octree_depth, decoder=args.decoder,
-                         smoothing=not args.no_smoothing, callback=_progress("decoding"), record=record)
+    if recording is None:
+        rec = pipe.sample_recorded(cond, seed=args.seed, steps=50 if args.steps is None else args.steps,
+                                   guidance_scale=7.0 if args.guidance is None else args.guidance,
+                                   callback=_progress("sampling"), record=record, object_seeds=object_seeds)
+    else:
+        rec = pipe.resample(cond, recording, reroll, args.seed, remove, allow_new=args.add, steps=args.steps,
+                            guidance_scale=args.guidance, callback=_progress("sampling"), record=record,
+                            object_seeds=object_seeds)
+        cond, ids = traj.select_objects(cond, rec.inputs), np.asarray(ids)[rec.inputs]
+        kept = [f"{k + 1}<-{s + 1}" for k, s in enumerate(rec.sources) if s is not None]
+        print(f"kept (object<-recorded): {', '.join(kept) or 'none'}; sampled: "
+              f"{[k + 1 for k, s in enumerate(rec.sources) if s is None] or 'none'}", file=sys.stderr)
+    lat = rec.final
+    dec = decode_settings(args.octree_depth, args.decoder, not args.no_smoothing)
+    rec.decode = dec
+    cache = MeshCache(max_bytes=1 << 62)
+    if recording is not None and recording.decode == dec:
+        for j, m in enumerate(_recorded_meshes(args.keep_from, recording)):
+            if m is not None:
+                cache.put(pipe.vae, mesh_key(recording.final[j], dec), m)
+    if record is not None:  # the internals come from one full decode
+        meshes, reused = pipe.decode(lat, octree_depth=args.octree_depth, decoder=args.decoder,
+                                     smoothing=not args.no_smoothing, callback=_progress("decoding"),
+                                     record=record), 0
+    else:
+        meshes, reused = pipe.decode_reusing(lat, cache, octree_depth=args.octree_depth, decoder=args.decoder,
+                                             smoothing=not args.no_smoothing, callback=_progress("decoding"))
+    if reused:
+        print(f"reused the recorded meshes of {reused} kept object(s)", file=sys.stderr)
     names = [f"instance_{int(i):03d}" for i in ids]
     export_glb(meshes, out, names=names)
     print(f"wrote {out}: {len(meshes)} meshes, "
@@ -142,7 +218,7 @@ def generate(args) -> int:
             "clip_pixel_values": cond.extras["clip_pixel_values"],
             "dino_pixel_values": cond.extras["dino_pixel_values"],
             "image_embeds_1": cond.image_embeds_1, "image_embeds_2": cond.image_embeds_2,
-            "final_latents": lat,
+            "initial_noise": rec.latents[0], "final_latents": lat,
         }
         if seg is not None:
             arrays["inputs_seg"] = seg
@@ -154,7 +230,11 @@ def generate(args) -> int:
             with torch.no_grad():
                 vals = pipe.vae.decode(lat.to(p.device, p.dtype), pts.to(p.device, p.dtype))
             arrays["vae_query_points"], arrays["vae_query_values"] = pts, vals
-        arrays.update(record)
+        arrays.update(record or {})
+        for i, m in enumerate(meshes):
+            arrays[f"mesh{i}_vertices"] = np.asarray(m.vertices, np.float32)
+            arrays[f"mesh{i}_faces"] = np.asarray(m.faces, np.int64)
+        arrays.update(rec.to_arrays())
         np.savez(args.dump, **{k: _np(v) for k, v in arrays.items()})
         print(f"wrote {args.dump}: {len(arrays)} arrays", file=sys.stderr)
     return 0

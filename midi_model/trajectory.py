@@ -147,10 +147,13 @@ def plan(recording: Recording, cond: MIDIConditioning, settings: dict, reroll=()
     Refuses (one clear error) other settings, another image, recorded objects missing from the
     inputs, and objects not in the recording unless ``allow_new``."""
     rec = recording.settings
-    for key in ("steps", "guidance", "shift", "num_train_timesteps", "model"):
+    if settings["model"] != rec.get("model"):
+        raise MIDIInputError(f"the model ({settings['model']}) differs from the recorded run's ({rec.get('model')}): "
+                             f"use the model that recorded it")
+    for key in ("steps", "guidance", "shift", "num_train_timesteps"):
         if settings[key] != rec.get(key):
             raise MIDIInputError(f"{key} is {settings[key]} but the recorded run used {rec.get(key)}: "
-                                 f"re-run with the recorded {key} (and the same model)")
+                                 f"use the recorded {key}")
     if scene_fingerprint(cond) != recording.scene:
         raise MIDIInputError("the image differs from the recorded run's (pixels, size or padding): "
                              "give the recorded run's image and options")

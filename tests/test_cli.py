@@ -21,7 +21,7 @@ def cli_run(golden_model_dir, examples_dir, tmp_path_factory):
             "--seg", str(ex / "01_seg.png"), "--out", str(out / "scene.glb"), "--size", "256",
             "--max-instances", "3", "--seed", "42", "--steps", "4", "--guidance", "7.0",
             "--octree-depth", "5", "--decoder", "progressive", "--device", "cpu", "--dtype", "fp32",
-            "--dump", str(out / "dump.npz")]
+            "--dump", str(out / "dump.npz"), "--dump-internals"]
     assert main(argv) == 0
     return out
 
