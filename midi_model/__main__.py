@@ -1,44 +1,76 @@
-"""Headless main job: ``python -m midi_model generate ...`` and ``python -m midi_model download ...``."""
+"""Headless main job: ``python -m midi_model generate ...`` and ``python -m midi_model download ...``.
+
+Every setting and input is checked (``cli_checks``) before the model is loaded; a user mistake
+ends in one line ``error: ...`` and exit code 2 (``--debug`` shows the traceback), out of memory
+in exit code 3, Ctrl-C in 130. Outputs are written whole or not at all (``files``).
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .errors import MIDIError
-from .meshing import DECODERS, DEFAULT_DECODER
+
+EXIT_USER, EXIT_OOM, EXIT_INTERRUPT, EXIT_BUG = 2, 3, 130, 1
+
+
+def _common(top: bool = False) -> argparse.ArgumentParser:
+    """Options every sub-command takes (pass as ``parents=[_common()]``); before or after the command."""
+    c = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS in the sub-commands, so they do not reset a --debug given before the command
+    c.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="show the full traceback of an error")
+    return c
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m midi_model", description="MIDI: one image -> 3D scene")
+    from . import cli_checks as chk
+    from . import inputs
+    from .attention import ATTENTION_BACKENDS
+    from .dtypes import DTYPE_CHOICES
+    from .meshing import DECODERS, DEFAULT_DECODER
+
+    ap = argparse.ArgumentParser(prog="python -m midi_model", description="MIDI: one image -> 3D scene",
+                                 parents=[_common(top=True)])
     sub = ap.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="image + instance masks -> scene GLB")
+    g = sub.add_parser("generate", help="image + instance masks -> scene GLB", parents=[_common()])
     g.add_argument("--model", required=True, help="model folder in the VAST-AI/MIDI-3D layout")
-    g.add_argument("--image", required=True, help="scene RGB image")
+    g.add_argument("--image", required=True, help="scene RGB image (EXIF orientation applied; transparent = white)")
     src = g.add_mutually_exclusive_group(required=True)
-    src.add_argument("--seg", help="label map: every grey level (after 'L' conversion) is one instance")
-    src.add_argument("--masks", nargs="+", help="one mask image per instance (white = object), in order")
+    src.add_argument("--seg", help="label map: every grey level (after 'L' conversion) is one instance; "
+                                   "16-bit maps keep their integer labels")
+    src.add_argument("--masks", nargs="+", help="one mask image per instance (white or any colour on black, "
+                                                "or the opaque part of a transparent PNG), in order")
     g.add_argument("--out", required=True, help="output .glb (never overwritten)")
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--steps", type=int, default=None, help="denoising steps (50; with --keep-from: the recorded ones)")
-    g.add_argument("--guidance", type=float, default=None, help="CFG scale (7.0; with --keep-from: the recorded one)")
-    g.add_argument("--octree-depth", type=int, default=8, help="grid 2^d+1 per axis (8 = 257^3)")
+    g.add_argument("--seed", type=chk.arg(inputs.check_seed), default=42, help="0..2^64-1")
+    g.add_argument("--steps", type=chk.arg(inputs.check_steps), default=None,
+                   help=f"denoising steps, 1..{inputs.STEPS_MAX} (50; with --keep-from: the recorded ones)")
+    g.add_argument("--guidance", type=chk.arg(inputs.check_guidance), default=None,
+                   help=f"CFG scale, 0..{inputs.GUIDANCE_MAX:g}, 1 or less = no CFG "
+                        f"(7.0; with --keep-from: the recorded one)")
+    g.add_argument("--octree-depth", type=chk.arg(inputs.check_octree_depth), default=8,
+                   help=f"grid 2^d+1 per axis, {inputs.OCTREE_DEPTH_MIN}..{inputs.OCTREE_DEPTH_MAX} (8 = 257^3)")
     g.add_argument("--decoder", default=DEFAULT_DECODER, choices=DECODERS,
                    help=f"default {DEFAULT_DECODER}. progressive / dense: the official decoders; *hierarchical: "
                         "their coarse-to-fine twins (same meshes from a few %% of the queries)")
     g.add_argument("--no-smoothing", action="store_true", help="skip the 3x3x3 box smoothing")
     g.add_argument("--image-padding", action="store_true", help="the official do_image_padding")
-    g.add_argument("--max-instances", type=int, default=None, help="keep the first N instances (official order)")
-    g.add_argument("--size", type=int, default=None, help="resize image (bicubic) and seg (nearest) to SxS first")
+    g.add_argument("--max-instances", type=chk.at_least_one, default=None,
+                   help="keep the first N instances (official order); without it more than "
+                        f"{inputs.TRAINED_MAX_INSTANCES} is an error")
+    g.add_argument("--allow-more-instances", action="store_true",
+                   help=f"allow more than {inputs.TRAINED_MAX_INSTANCES} instances (quality may drop)")
+    g.add_argument("--size", type=chk.positive_size, default=None,
+                   help="resize image (bicubic) and seg/masks (nearest) so the longer side is S, aspect kept")
     g.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    g.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16")
-    g.add_argument("--attention", default="sdpa", help="sdpa or math")
-    g.add_argument("--query-points", help=".npy of (P,3) or (n,P,3) points: dump the VAE values there")
-    g.add_argument("--dump", help="write the run to this .npz: inputs, embeddings, every object's trajectory "
+    g.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
+    g.add_argument("--attention", default="sdpa", choices=ATTENTION_BACKENDS)
+    g.add_argument("--query-points", help=".npy of (P,3) or (n,P,3) points: dump the VAE values there (needs --dump)")
+    g.add_argument("--dump", help="write (never overwrite) the run to this .npz: inputs, embeddings, every object's trajectory "
                                   "(objects x (steps+1) x tokens x channels float32), meshes; --keep-from reads it")
     g.add_argument("--dump-internals", action="store_true",
                    help="with --dump, also every intermediate array (per-step CFG batch, transformer internals at "
@@ -55,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="object K (from 1) draws its noise from its own SEED, whatever the object count "
                         "(repeatable; default: every object's slice of the official --seed draw)")
 
-    d = sub.add_parser("download", help="download VAST-AI/MIDI-3D (needs internet)")
+    d = sub.add_parser("download", help="download VAST-AI/MIDI-3D (needs internet)", parents=[_common()])
     d.add_argument("--out", required=True)
     d.add_argument("--repo", default="VAST-AI/MIDI-3D")
     return ap
@@ -70,45 +102,18 @@ def _cuda() -> bool:
         return False
 
 
-def _open(path: str, what: str):
-    from PIL import Image
+def validate_generate(args):
+    """Everything that needs no model, before the model: -> (SceneInputs, query points or None)."""
+    from . import cli_checks as chk
 
-    try:
-        return Image.open(path)
-    except FileNotFoundError:
-        raise MIDIError(f"--{what} {path}: no such file") from None
-    except Exception as e:
-        raise MIDIError(f"--{what} {path}: not a readable image ({e})") from None
-
-
-def load_inputs(args):
-    """-> (rgb uint8 HxWx3, masks (n,H,W) bool, ids (n,), seg L map or None)."""
-    from PIL import Image
-
-    from .instances import split_label_map
-
-    img = _open(args.image, "image").convert("RGB")
-    if args.size:
-        img = img.resize((args.size, args.size), Image.BICUBIC)
-    rgb = np.asarray(img, dtype=np.uint8)
-    if args.seg:
-        seg = _open(args.seg, "seg").convert("L")
-        if args.size:
-            seg = seg.resize((args.size, args.size), Image.NEAREST)
-        seg = np.asarray(seg, dtype=np.uint8)
-        ids, masks = split_label_map(seg, args.max_instances)
-        if len(ids) == 0:
-            raise MIDIError(f"--seg {args.seg}: the label map has no instance (all pixels are 0)")
-        return rgb, masks, ids, seg
-    masks = []
-    for p in args.masks:
-        m = _open(p, "masks").convert("L")
-        if args.size:
-            m = m.resize((args.size, args.size), Image.NEAREST)
-        masks.append(np.asarray(m) > 127)
-    if args.max_instances:
-        masks = masks[:args.max_instances]
-    return rgb, np.stack(masks), np.arange(1, len(masks) + 1), None
+    chk.check_device(args.device)
+    chk.check_dtype_fits(args.dtype, args.device)
+    chk.check_outputs(args.out, args.dump, args.query_points)
+    scene = chk.load_scene_inputs(args.image, seg=args.seg, masks=args.masks, size=args.size,
+                                  max_instances=args.max_instances, allow_more_instances=args.allow_more_instances)
+    pts = chk.load_query_points(args.query_points, len(scene.ids)) if args.query_points else None
+    chk.check_model_folder(args.model)
+    return scene, pts
 
 
 def _progress(label: str):
@@ -151,18 +156,15 @@ def generate(args) -> int:
 
     from . import trajectory as traj
     from .mesh_cache import MeshCache, mesh_key
+    from .files import remove_written, write_new, write_new_bytes
     from .pipeline import MIDIPipeline, decode_settings
-    from .scene import export_glb
+    from .scene import glb_bytes
 
-    out = Path(args.out)
-    if out.exists():
-        raise MIDIError(f"--out {out} already exists: choose another name (nothing is overwritten)")
-    if args.dump and Path(args.dump).exists():
-        raise MIDIError(f"--dump {args.dump} already exists: choose another name (nothing is overwritten)")
     if not args.keep_from and (args.reroll or args.remove or args.add):
         raise MIDIError("--reroll, --remove and --add change a recorded run: give it with --keep-from DUMP")
     recording = traj.Recording.load(args.keep_from) if args.keep_from else None
-    rgb, masks, ids, seg = load_inputs(args)
+    scene, query_points = validate_generate(args)
+    rgb, masks, ids, seg = scene.rgb, scene.masks, scene.ids, scene.seg
     n_in = len(masks)
     if recording is not None:
         reroll = traj.parse_objects(args.reroll, n_in, what="--reroll")
@@ -207,9 +209,8 @@ def generate(args) -> int:
     if reused:
         print(f"reused the recorded meshes of {reused} kept object(s)", file=sys.stderr)
     names = [f"instance_{int(i):03d}" for i in ids]
-    export_glb(meshes, out, names=names)
-    print(f"wrote {out}: {len(meshes)} meshes, "
-          f"{sum(len(m.faces) for m in meshes)} faces in {time.time() - t0:.1f}s", file=sys.stderr)
+    data = glb_bytes(meshes, names)
+    arrays = None
     if args.dump:
         arrays = {
             "inputs_rgb": rgb, "instance_ids": np.asarray(ids, np.int64),
@@ -222,8 +223,8 @@ def generate(args) -> int:
         }
         if seg is not None:
             arrays["inputs_seg"] = seg
-        if args.query_points:
-            pts = torch.from_numpy(np.load(args.query_points).astype(np.float32))
+        if query_points is not None:
+            pts = torch.from_numpy(query_points)
             if pts.dim() == 2:
                 pts = pts[None].expand(lat.shape[0], -1, -1)
             p = next(pipe.vae.parameters())
@@ -235,7 +236,18 @@ def generate(args) -> int:
             arrays[f"mesh{i}_vertices"] = np.asarray(m.vertices, np.float32)
             arrays[f"mesh{i}_faces"] = np.asarray(m.faces, np.int64)
         arrays.update(rec.to_arrays())
-        np.savez(args.dump, **{k: _np(v) for k, v in arrays.items()})
+        arrays = {k: _np(v) for k, v in arrays.items()}
+    # all or nothing: a failed dump takes the scene back, so a re-run is not blocked
+    written = [write_new_bytes(args.out, data, "--out")]
+    try:
+        if arrays is not None:
+            written.append(write_new(args.dump, lambda f: np.savez(f, **arrays), "--dump"))
+    except BaseException:
+        remove_written(written)
+        raise
+    print(f"wrote {args.out}: {len(meshes)} meshes, "
+          f"{sum(len(m.faces) for m in meshes)} faces in {time.time() - t0:.1f}s", file=sys.stderr)
+    if arrays is not None:
         print(f"wrote {args.dump}: {len(arrays)} arrays", file=sys.stderr)
     return 0
 
@@ -249,18 +261,36 @@ def _np(v):
     return np.asarray(v)
 
 
+def run(args) -> int:
+    if args.command == "download":
+        from .hub import download_model
+
+        print(download_model(args.out, args.repo))
+        return 0
+    return generate(args)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "download":
-            from .hub import download_model
+    if args.debug:
+        return run(args)
+    from .errors import MIDIOutOfMemoryError
 
-            print(download_model(args.out, args.repo))
-            return 0
-        return generate(args)
+    try:
+        return run(args)
+    except MIDIOutOfMemoryError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_OOM
     except MIDIError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPT
+    except Exception as e:  # a bug, not a user mistake: still one line, the traceback on request
+        print(f"error: unexpected {type(e).__name__}: {e} (run again with --debug for the traceback, "
+              f"and please report it)", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import MIDIInputError
-
-MIN_IMAGE_SIDE = 32
+from .inputs import as_rgb_uint8, check_image_size, prepare_masks
 
 
 @dataclass
@@ -33,40 +32,15 @@ class MIDIConditioning:
         return int(self.image_embeds_1.shape[0])
 
 
-def as_rgb_array(image, name: str = "image") -> np.ndarray:
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise MIDIInputError(f"{name}: expected an HxWx3 RGB image, got an array of shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = np.clip(np.round(arr.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr[..., :3])
-
-
 def check_masks(rgb: np.ndarray, masks, max_instances: int | None = None) -> np.ndarray:
-    """-> (N,H,W) bool; one clear error for every way masks can be unusable."""
-    masks = np.asarray(masks)
-    if masks.ndim == 2:
-        masks = masks[None]
-    if masks.ndim != 3:
-        raise MIDIInputError(f"masks: expected a (N,H,W) batch, got shape {masks.shape}")
-    h, w = rgb.shape[:2]
-    if min(h, w) < MIN_IMAGE_SIDE:
-        raise MIDIInputError(f"image is {w}x{h}: at least {MIN_IMAGE_SIDE} px per side is needed; upscale it")
-    if masks.shape[1:] != (h, w):
-        raise MIDIInputError(f"masks are {masks.shape[2]}x{masks.shape[1]} but the image is {w}x{h}: "
-                             f"resize the masks to the image (or segment this image)")
-    if masks.shape[0] == 0:
-        raise MIDIInputError("masks: no instances given; segment the image first (at least one object)")
-    masks = masks > 0.5 if masks.dtype != bool else masks
-    empty = [i for i, m in enumerate(masks) if not m.any()]
-    if empty:
-        raise MIDIInputError(f"mask {empty[0]} (of {len(masks)}) is empty: drop it or fix the segmentation")
-    if max_instances is not None and len(masks) > max_instances:
-        raise MIDIInputError(f"{len(masks)} instances given, more than the allowed {max_instances}: "
+    """-> (N,H,W) bool, disjoint; one clear error for every way masks can be unusable
+    (the input layer's contract, shared with the CLI and the nodes)."""
+    check_image_size(rgb.shape)
+    m = prepare_masks(masks, rgb.shape[:2])
+    if max_instances is not None and len(m) > max_instances:
+        raise MIDIInputError(f"{len(m)} instances given, more than the allowed {max_instances}: "
                              f"merge or drop objects, or raise max_instances")
-    return masks
+    return m
 
 
 def pad_scene(rgb: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +99,7 @@ def encode_pixels(clip_model, dino_model, clip_px: torch.Tensor, dino_px: torch.
 
 def prepare_instances(image, masks, image_padding: bool = False, max_instances: int | None = None):
     """image + masks -> (instance_rgb, instance_mask, scene_rgb), validated."""
-    rgb = as_rgb_array(image)
+    rgb = as_rgb_uint8(image)
     m = check_masks(rgb, masks, max_instances)
     if image_padding:
         rgb, m = pad_scene(rgb, m)

@@ -14,8 +14,9 @@ import torch
 from . import checkpoint as ckpt
 from .conditioning import MIDIConditioning, build_conditioning
 from .dtypes import resolve_dtype
-from .errors import MIDIInputError
 from . import trajectory as traj
+from .errors import MIDIInputError, MIDIOutOfMemoryError
+from .inputs import check_guidance, check_octree_depth, check_seed, check_steps
 from .mesh_cache import mesh_key
 from .meshing import DECODERS, DEFAULT_DECODER, decode_grids, grids_to_meshes
 from .sampling import sample, scene_noise
@@ -45,11 +46,11 @@ OOM_HINTS = {
 }
 
 
-def out_of_memory_error(stage: str) -> MIDIInputError:
-    """One line that says which setting lowers the memory of this stage."""
+def out_of_memory_error(stage: str) -> MIDIOutOfMemoryError:
+    """One line that says which setting lowers the memory of this stage (still an OOM type)."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return MIDIInputError(f"{stage}: out of GPU memory: {OOM_HINTS[stage]}")
+    return MIDIOutOfMemoryError(f"{stage}: out of GPU memory: {OOM_HINTS[stage]}")
 
 
 @contextmanager
@@ -128,7 +129,9 @@ class MIDIPipeline:
         ``object_seeds`` {object from 0: seed}: those objects draw their own noise; ``replay``
         and ``trajectory``: see ``sampling.sample`` (``sample_recorded`` / ``resample`` use them)."""
         check_runnable(self.transformer, "sample")
+        seed, steps, guidance_scale = check_seed(seed), check_steps(steps), check_guidance(guidance_scale)
         cfg = self.transformer.config
+        self.check_conditioning(cond)
         if noise is None:
             noise = scene_noise(cond.num_instances, cfg.num_tokens, cfg.in_channels, seed, object_seeds)
         if record is not None:
@@ -196,8 +199,8 @@ class MIDIPipeline:
         check_runnable(self.vae, "decode")
         if decoder not in DECODERS:
             raise MIDIInputError(f"decoder {decoder!r}: use one of {', '.join(DECODERS)}")
-        if not 2 <= octree_depth <= 10:
-            raise MIDIInputError(f"octree_depth {octree_depth}: use 2..10 (8 = the official 257^3 grid)")
+        octree_depth = check_octree_depth(octree_depth)
+        self.check_latents(latents)
         chunk = int(chunk)
         while True:
             out_of_memory = False
@@ -234,6 +237,32 @@ class MIDIPipeline:
                 cache.put(self.vae, keys[i], m)
                 meshes[i] = m
         return meshes, len(keys) - len(todo)
+
+    def check_conditioning(self, cond) -> None:
+        """Conditioning encoded by another model would fail deep inside the DiT: say so here."""
+        if not hasattr(cond, "image_embeds_1") or not hasattr(cond, "image_embeds_2"):
+            raise MIDIInputError(f"conditioning: expected MIDI conditioning from encode(), got {type(cond).__name__}")
+        cfg = self.transformer.config
+        got = (int(cond.image_embeds_1.shape[-1]), int(cond.image_embeds_2.shape[-1]))
+        want = (cfg.cross_attention_dim, cfg.cross_attention_2_dim)
+        if got != want:
+            raise MIDIInputError(f"conditioning has embeddings of width {got[0]}/{got[1]} but this model takes "
+                                 f"{want[0]}/{want[1]}: it was encoded with another model; encode again with this one")
+
+    def check_latents(self, latents) -> None:
+        """Latents sampled by another model would fail deep inside the VAE: say so here."""
+        if not torch.is_tensor(latents) or latents.ndim != 3:
+            raise MIDIInputError(f"latents: expected (objects, tokens, channels) from sample(), got "
+                                 f"{tuple(latents.shape) if hasattr(latents, 'shape') else type(latents).__name__}")
+        want = (self.transformer.config.num_tokens, self.vae.config.latent_channels)
+        got = (int(latents.shape[1]), int(latents.shape[2]))
+        if got != want:
+            raise MIDIInputError(f"latents are {got[0]} tokens x {got[1]} channels but this model makes "
+                                 f"{want[0]} x {want[1]}: they were sampled with another model; sample again "
+                                 f"with this one")
+        if not torch.isfinite(latents).all():
+            raise MIDIInputError("latents contain NaN or infinite values: sample again (with fp32 or bf16 if "
+                                 "fp16 overflowed)")
 
     def __call__(self, image, masks, seed: int = 42, steps: int = 50, guidance_scale: float = 7.0,
                  octree_depth: int = 8, decoder: str = DEFAULT_DECODER, image_padding: bool = False,

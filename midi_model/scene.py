@@ -1,9 +1,10 @@
-"""Meshes -> one scene with a named node per instance, and GLB export that never overwrites."""
+"""Meshes -> one scene with a named node per instance, and GLB export (written by ``files``)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from .errors import MIDIInputError
+from .files import write_new_bytes
 
 
 def unique_names(names) -> list[str]:
@@ -41,14 +42,11 @@ def build_scene(meshes, names=None):
     return scene
 
 
-def export_glb(meshes, path, names=None, overwrite: bool = False) -> Path:
-    """Write the scene as GLB; refuses to replace an existing file unless told to."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise MIDIInputError(f"{path} already exists: choose another output name (nothing was overwritten)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = build_scene(meshes, names).export(file_type="glb")
-    # exclusive create: a file that appeared meanwhile is not replaced either
-    with open(path, "wb" if overwrite else "xb") as f:
-        f.write(data)
-    return path
+def glb_bytes(meshes, names=None) -> bytes:
+    return build_scene(meshes, names).export(file_type="glb")
+
+
+def export_glb(meshes, path, names=None) -> Path:
+    """Write the scene as a new GLB, whole or not at all; an existing file is never replaced."""
+    data = glb_bytes(meshes, names)
+    return write_new_bytes(path, data, "scene GLB")

@@ -191,33 +191,27 @@ def _clean_prefix(prefix: str) -> tuple[str, str]:
     return "/".join(parts[:-1]), parts[-1]
 
 
-def reserve_output_file(prefix: str, ext: str, suffix: str = "") -> tuple[str, str, str]:
-    """Create a NEW empty file ``<output>/<subfolder>/<name>_<counter:05>_<suffix>.<ext>``.
-
-    Never overwrites: the counter goes past every existing file of that prefix and the file is
-    created with O_EXCL. Returns (full path, subfolder, filename).
-    """
+def output_names(prefix: str, ext: str, suffix: str = ""):
+    """-> (folder, subfolder, names): ``names`` yields ``<name>_<counter:05>_<suffix>.<ext>`` from
+    past the highest counter of that prefix on; the writer (the library's ``files``) takes the
+    first one that is still free, so an existing file is never overwritten."""
     subfolder, name = _clean_prefix(prefix)
     out_root = os.path.realpath(output_directory())
     folder = os.path.realpath(os.path.join(out_root, subfolder))
     if os.path.commonpath([out_root, folder]) != out_root:
         raise ValueError(f"filename_prefix '{prefix}' leaves the output folder: use e.g. 'midi/scene'")
-    os.makedirs(folder, exist_ok=True)
     pat = re.compile(re.escape(name) + r"_(\d{5,})_")
     counter = 1
-    for f in os.listdir(folder):
-        m = pat.match(f)
-        if m:
-            counter = max(counter, int(m.group(1)) + 1)
-    while True:
-        filename = f"{name}_{counter:05d}_{suffix}.{ext}"
-        path = os.path.join(folder, filename)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.close(fd)
-            return path, subfolder, filename
-        except FileExistsError:
-            counter += 1
+    if os.path.isdir(folder):
+        for f in os.listdir(folder):
+            m = pat.match(f)
+            if m:
+                counter = max(counter, int(m.group(1)) + 1)
+
+    def names():
+        for c in range(counter, counter + 100_000):
+            yield f"{name}_{c:05d}_{suffix}.{ext}"
+    return folder, subfolder, names()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,13 +17,6 @@ def object_names(names: str, n: int) -> list[str]:
     return scene_lib.instance_names(n, safe + [""] * (n - len(safe)))
 
 
-def _write_new(path: str, data: bytes):
-    with open(path, "r+b") as f:  # the file was created empty and exclusively by reserve_output_file
-        if f.read(1):
-            raise FileExistsError(path)
-        f.write(data)
-
-
 class SaveMIDIScene:
     DESCRIPTION = ("Saves the objects as one scene GLB with a named node per object (and optionally one GLB per "
                    "object) in the output folder; never overwrites. Connect model_file to Preview3D to view it.")
@@ -60,20 +53,25 @@ class SaveMIDIScene:
         if len(keep) < len(items):
             host.log.warning("MIDI: skipping empty object(s) %s", [labels[i] for i in range(len(items)) if i not in keep])
         kept, kept_names = [items[i] for i in keep], [labels[i] for i in keep]
-        path, subfolder, filename = host.reserve_output_file(filename_prefix, "glb")
-        try:
-            _write_new(path, scene_lib.build_scene(kept, names=kept_names).export(file_type="glb"))
-        except BaseException:
-            os.remove(path)
-            raise
+        files_lib = lib("files")  # the one home for writing: temporary name, then the first free name
+        folder, subfolder, candidates = host.output_names(filename_prefix, "glb")
+        data = scene_lib.glb_bytes(kept, names=kept_names)
+        path = str(files_lib.write_first_free((os.path.join(folder, n) for n in candidates),
+                                              lambda f: f.write(data), "scene GLB"))
+        filename = os.path.basename(path)
         files = [{"filename": filename, "subfolder": subfolder, "type": "output"}]
         if save_objects:
-            stem = filename[:-len("_.glb")]
-            for m, name in zip(kept, kept_names):
-                p = os.path.join(os.path.dirname(path), f"{stem}_{name}.glb")
-                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(scene_lib.build_scene([m], names=[name]).export(file_type="glb"))
-                files.append({"filename": os.path.basename(p), "subfolder": subfolder, "type": "output"})
+            written = [path]
+            try:  # all or nothing: a failed object file takes the scene and the others back
+                stem = filename[:-len("_.glb")]
+                for m, name in zip(kept, kept_names):
+                    obj = scene_lib.glb_bytes([m], names=[name])
+                    p = files_lib.write_new(os.path.join(folder, f"{stem}_{name}.glb"),
+                                            lambda f, obj=obj: f.write(obj), "object GLB")
+                    written.append(str(p))
+                    files.append({"filename": os.path.basename(p), "subfolder": subfolder, "type": "output"})
+            except BaseException:
+                files_lib.remove_written(written)
+                raise
         rel = f"{subfolder}/{filename}" if subfolder else filename
         return {"ui": {"3d": files}, "result": (rel, host.File3D(path))}

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from . import host
-from .encode import image_to_array
+from ..midi_model import inputs
 from ..midi_model import errors
 
 MODES = ["text", "boxes", "points", "automatic", "label_map", "masks"]
@@ -69,7 +69,7 @@ class SegmentScene:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "image": ("IMAGE", {"tooltip": "The scene image (first image of a batch)."}),
+            "image": ("IMAGE", {"tooltip": "The scene image (one image, not a batch)."}),
             "mode": (MODES, {"default": "text", "tooltip":
                      "text: name the objects. boxes / points: pixel prompts for SAM. automatic: SAM finds objects. "
                      "label_map: connect a seg map to seg_map. masks: connect a MASK batch to masks."}),
@@ -111,7 +111,7 @@ class SegmentScene:
             raise errors.MIDIInputError(f"mode '{mode}': use one of {', '.join(MODES)}")
         from ..midi_model.segmentation.api import segment_scene  # segment_anything etc.: imported when used
 
-        rgb = image_to_array(image, "image")
+        rgb = inputs.as_rgb_uint8(image, "image")
         kw = dict(box_threshold=float(box_threshold), text_threshold=float(text_threshold),
                   max_instances=int(max_instances), too_many=too_many,
                   allow_more_instances=bool(allow_more_instances), min_area=float(min_area))
@@ -119,11 +119,11 @@ class SegmentScene:
         if mode == "label_map":
             if seg_map is None:
                 raise errors.MIDIInputError("Segment Scene: mode label_map needs a seg map on the seg_map input")
-            kw["seg"] = image_to_array(seg_map, "seg_map")
+            kw["seg"] = seg_map  # decoded and checked by the library's input layer
         elif mode == "masks":
             if masks is None:
                 raise errors.MIDIInputError("Segment Scene: mode masks needs a MASK batch on the masks input")
-            kw["masks"] = masks.detach().float().cpu().numpy()
+            kw["masks"] = masks
         else:
             if mode in ("text", "boxes", "points", "automatic"):
                 path = host.file_path(SAM_FOLDER, sam_model) if sam_model != NO_SAM else None

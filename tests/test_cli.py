@@ -93,11 +93,11 @@ def test_existing_output_is_never_overwritten(golden_model_dir, examples_dir, tm
 
 
 def test_empty_seg_map_is_a_clear_error(golden_model_dir, examples_dir, tmp_path, capsys):
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "empty.png")
+    Image.fromarray(np.zeros((1024, 1024), np.uint8)).save(tmp_path / "empty.png")
     rc = main(["generate", "--model", str(golden_model_dir), "--image", str(examples_dir / "Realistic-Style/01_rgb.png"),
                "--seg", str(tmp_path / "empty.png"), "--out", str(tmp_path / "x.glb")])
     assert rc == 2
-    assert "has no instance" in capsys.readouterr().err
+    assert "no instance (all pixels are background 0)" in capsys.readouterr().err
 
 
 def test_module_entry_point_runs_as_a_process(tmp_path):

@@ -19,7 +19,7 @@ def box_mask(h, w, y0, y1, x0, x1):
 
 
 def test_masks_of_another_size():
-    with pytest.raises(MIDIInputError, match=r"masks are 32x32 but the image is 64x64: resize the masks"):
+    with pytest.raises(MIDIInputError, match=r"the masks: 32x32 \(WxH\), but the image is 64x64 \(WxH\): give the masks at the image size"):
         check_masks(rgb(), np.ones((1, 32, 32), bool))
 
 
@@ -30,7 +30,7 @@ def test_no_instances():
 
 def test_empty_mask_is_named():
     masks = np.stack([box_mask(64, 64, 0, 9, 0, 9), np.zeros((64, 64), bool)])
-    with pytest.raises(MIDIInputError, match=r"mask 1 \(of 2\) is empty"):
+    with pytest.raises(MIDIInputError, match=r"masks: mask 2 of 2 is empty"):
         check_masks(rgb(), masks)
 
 
@@ -41,7 +41,7 @@ def test_too_many_instances():
 
 
 def test_image_too_small():
-    with pytest.raises(MIDIInputError, match=r"image is 16x16: at least 32 px"):
+    with pytest.raises(MIDIInputError, match=r"image is 16x16 \(WxH\): at least 32 px"):
         check_masks(rgb(16, 16), np.ones((1, 16, 16), bool))
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from midi_model.instances import split_label_map
+from midi_model.inputs import split_label_map
 
 STEPS = 4
 

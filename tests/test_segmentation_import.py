@@ -62,18 +62,18 @@ def test_label_map_import_as_comfy_image_tensor():
 
 
 def test_colour_map_uses_luma_order():
-    seg = np.zeros((8, 8, 3), np.uint8)
-    seg[0:2, 0:2] = (255, 0, 0)   # luma 76
-    seg[4:6, 4:6] = (0, 0, 255)   # luma 29
-    seg[6:8, 0:2] = (0, 255, 0)   # luma 150
-    res = segment_scene(np.zeros((8, 8, 3), np.uint8), "label_map", seg=seg)
+    seg = np.zeros((32, 32, 3), np.uint8)
+    seg[0:8, 0:8] = (255, 0, 0)   # luma 76
+    seg[16:24, 16:24] = (0, 0, 255)   # luma 29
+    seg[24:32, 0:8] = (0, 255, 0)   # luma 150
+    res = segment_scene(np.zeros((32, 32, 3), np.uint8), "label_map", seg=seg)
     assert res.ids.tolist() == [29, 76, 150]
-    assert res.masks[0][4, 4] and res.masks[1][0, 0] and res.masks[2][6, 0]
+    assert res.masks[0][16, 16] and res.masks[1][0, 0] and res.masks[2][24, 0]
 
 
 def test_label_map_errors():
     img = np.zeros((32, 48, 3), np.uint8)
-    with pytest.raises(MIDIInputError, match=r"seg map is 32x32 \(WxH\) but the image is 48x32 \(WxH\)"):
+    with pytest.raises(MIDIInputError, match=r"the seg map: 32x32 \(WxH\), but the image is 48x32 \(WxH\)"):
         segment_scene(img, "label_map", seg=np.ones((32, 32), np.uint8))
     with pytest.raises(MIDIInputError, match="no non-zero values"):
         segment_scene(img, "label_map", seg=np.zeros((32, 48), np.uint8))
@@ -125,9 +125,9 @@ def test_mask_batch_empty_and_size_errors():
         segment_scene(img, "masks", masks=m, empty_masks="error")
     with pytest.raises(MIDIInputError, match="all masks in the batch are empty"):
         segment_scene(img, "masks", masks=np.zeros((2, 20, 30)))
-    with pytest.raises(MIDIInputError, match=r"masks is 30x10 \(WxH\) but the image is 30x20 \(WxH\)"):
+    with pytest.raises(MIDIInputError, match=r"the masks: 30x10 \(WxH\), but the image is 30x20 \(WxH\)"):
         segment_scene(img, "masks", masks=np.ones((2, 10, 30)))
-    with pytest.raises(MIDIInputError, match="one image, got a batch of 2"):
+    with pytest.raises(MIDIInputError, match="a batch of 2 images, but MIDI takes one scene image"):
         segment_scene(np.zeros((2, 20, 30, 3), np.float32), "masks", masks=m)
     with pytest.raises(MIDIInputError, match="unknown SegmentScene mode"):
         segment_scene(img, "magic", masks=m)

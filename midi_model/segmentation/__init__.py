@@ -35,12 +35,10 @@ Counts: none -> ``MIDIInputError`` saying what to change; more than ``max_instan
 """
 from .api import MODES, SegmentationResult, segment_scene
 from .automatic import border_fraction, filter_automatic_masks, generate_candidates
-from .cleanup import (area_to_pixels, clean_mask, dedupe_masks, fill_holes, largest_outline_filled,
-                      remove_specks, resolve_overlaps)
+from ..inputs import TRAINED_MAX_INSTANCES, masks_from_batch, masks_from_label_map, resolve_overlaps
+from .cleanup import area_to_pixels, clean_mask, dedupe_masks, fill_holes, largest_outline_filled, remove_specks
 from .grounding_dino import (DEFAULT_REPO, Detection, GroundingDinoDetector, download_grounding_dino,
                              load_grounding_dino)
-from .importing import masks_from_batch, masks_from_label_map
-from .limits import TRAINED_MAX_INSTANCES
 from .preview import render_preview
 from .prompts import parse_boxes, parse_labels, parse_points
 from .sam_loader import SamConfig, build_sam, infer_sam_config, load_sam, read_state_dict

@@ -9,13 +9,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import MIDIInputError
-from ..instances import masks_to_label_map
+from ..inputs import (TRAINED_MAX_INSTANCES, as_rgb_uint8, check_max_setting, enforce_count, masks_from_batch,
+                      masks_from_label_map, masks_to_label_map, resolve_overlaps)
 from .automatic import filter_automatic_masks, generate_candidates
-from .cleanup import area_to_pixels, clean_mask, dedupe_masks, remove_specks, resolve_overlaps
+from .cleanup import area_to_pixels, clean_mask, dedupe_masks, remove_specks
 from .grounding_dino import GroundingDinoDetector, load_grounding_dino
-from .importing import masks_from_batch, masks_from_label_map
-from .inputs import as_rgb_uint8, check_same_size
-from .limits import TRAINED_MAX_INSTANCES, check_max_setting, enforce_count
 from .preview import render_preview
 from .prompts import parse_boxes, parse_labels, parse_points
 from .sam_loader import load_sam

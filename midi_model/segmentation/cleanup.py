@@ -101,20 +101,3 @@ def dedupe_masks(masks: np.ndarray, iou_threshold: float | None) -> list[int]:
             continue
         keep.append(i)
     return keep
-
-
-def resolve_overlaps(masks: np.ndarray, precedence: str = "later") -> np.ndarray:
-    """Make masks disjoint. ``later``: a later mask wins shared pixels (as when the official
-    code paints detection i+1 over detection i in its label map); ``earlier``: the first wins."""
-    masks = np.asarray(masks, bool)
-    out = masks.copy()
-    if len(masks) < 2:
-        return out
-    if precedence not in ("later", "earlier"):
-        raise ValueError(f"overlap precedence must be 'later' or 'earlier', got {precedence!r}")
-    order = range(len(masks) - 1, -1, -1) if precedence == "later" else range(len(masks))
-    claimed = np.zeros(masks.shape[1:], bool)
-    for i in order:
-        out[i] &= ~claimed
-        claimed |= masks[i]
-    return out

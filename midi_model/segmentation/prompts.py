@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from ..errors import MIDIInputError
-from .inputs import size_str
+from ..inputs import size_str
 
 _NUM_SPLIT = re.compile(r"[,\s]+")
 
