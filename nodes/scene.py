@@ -6,6 +6,7 @@ import re
 
 from . import host
 from .decode import core_to_meshes
+from ..midi_model import files as files_lib
 from ..midi_model import scene as scene_lib
 from ..midi_model.errors import MIDIInputError
 
@@ -53,7 +54,7 @@ class SaveMIDIScene:
         if len(keep) < len(items):
             host.log.warning("MIDI: skipping empty object(s) %s", [labels[i] for i in range(len(items)) if i not in keep])
         kept, kept_names = [items[i] for i in keep], [labels[i] for i in keep]
-        files_lib = lib("files")  # the one home for writing: temporary name, then the first free name
+        # the library's one home for writing: a temporary name, then the first free name
         folder, subfolder, candidates = host.output_names(filename_prefix, "glb")
         data = scene_lib.glb_bytes(kept, names=kept_names)
         path = str(files_lib.write_first_free((os.path.join(folder, n) for n in candidates),
