@@ -176,3 +176,43 @@ def save_tiny_grounding_dino(folder, seed: int = 0, num_queries: int = 3):
     model.save_pretrained(str(folder))
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(str(folder))
     return model
+
+
+# ------------------------------------------------------------------------------------------------
+# analytic fields behind the VAE's interface
+class FieldVAE(nn.Module):
+    """Stands in for ``vae.TripoSGVAE`` in the decoders: instance ``i`` of the latents
+    (``latents[i, 0, 0] == i``, see :meth:`latents`) is the field ``fields[i](points (P,3)) -> (P,)``.
+
+    It has the VAE's decode interface (``latent_context``, ``query``, ``decode`` with
+    ``callback(done, total)``), so the dense / progressive decode and their coarse-to-fine
+    twins run on fields built to exercise a branch."""
+
+    def __init__(self, fields):
+        super().__init__()
+        self.fields = list(fields)
+        self.anchor = nn.Parameter(torch.zeros(1))  # device and dtype, as the decoders read them
+        self.queried = 0
+
+    def latents(self) -> torch.Tensor:
+        lat = torch.zeros(len(self.fields), 1, 1)
+        lat[:, 0, 0] = torch.arange(len(self.fields), dtype=torch.float32)
+        return lat
+
+    def latent_context(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def query(self, context: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        self.queried += points.shape[0] * points.shape[1]
+        out = [self.fields[int(c[0, 0])](p.float()) for c, p in zip(context, points)]
+        return torch.stack(out)[..., None].to(points.dtype)
+
+    def decode(self, latents: torch.Tensor, points: torch.Tensor, chunk: int = 50_000,
+               callback=None) -> torch.Tensor:
+        context = self.latent_context(latents)
+        outs, total = [], points.shape[1]
+        for start in range(0, total, chunk):
+            outs.append(self.query(context, points[:, start:start + chunk]))
+            if callback is not None:
+                callback(min(start + chunk, total), total)
+        return torch.cat(outs, dim=1)
