@@ -222,17 +222,20 @@ class MIDIPipeline:
 
     def decode_reusing(self, latents: torch.Tensor, cache, octree_depth: int = 8, decoder: str = DEFAULT_DECODER,
                        smoothing: bool = True, callback=None, chunk: int = DECODE_CHUNK, coarse_depth: int | None = None,
-                       band: int | None = None):
+                       band: int | None = None, reusable=None):
         """``decode`` where ``cache`` (a ``MeshCache``) already holds the meshes of objects with these
-        exact latents and settings (the kept objects of a re-roll); decodes only the others.
-        -> (meshes, number reused)."""
+        exact latents and settings (the kept objects of a re-roll); decodes only the others and
+        adds them to the cache. ``reusable`` (one bool per object, default all): which objects may
+        be taken from the cache. -> (meshes, number reused)."""
         settings = decode_settings(octree_depth, decoder, smoothing, coarse_depth, band)
-        keys = [mesh_key(latents[i], settings) for i in range(latents.shape[0])]
-        meshes = [cache.get(self.vae, k) for k in keys]
+        n = latents.shape[0]
+        keys = [mesh_key(latents[i], settings) for i in range(n)]
+        reusable = [True] * n if reusable is None else list(reusable)
+        meshes = [cache.get(self.vae, k) if r else None for k, r in zip(keys, reusable)]
         todo = [i for i, m in enumerate(meshes) if m is None]
         if todo:
-            new = self.decode(latents[todo], octree_depth, decoder, smoothing, callback, None, chunk,
-                              coarse_depth, band)
+            new = self.decode(latents[todo], octree_depth=octree_depth, decoder=decoder, smoothing=smoothing,
+                              callback=callback, chunk=chunk, coarse_depth=coarse_depth, band=band)
             for i, m in zip(todo, new):
                 cache.put(self.vae, keys[i], m)
                 meshes[i] = m

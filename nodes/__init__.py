@@ -5,6 +5,7 @@
 from .decode import DecodeToMeshes
 from .encode import EncodeMultiInstanceCondition
 from .loader import LoadMIDIModel
+from .reroll import MIDIRerollObjects
 from .sampler import MIDISampler
 from .scene import SaveMIDIScene
 from .segment import SegmentScene
@@ -14,6 +15,7 @@ NODE_CLASS_MAPPINGS = {
     "SegmentScene": SegmentScene,
     "EncodeMultiInstanceCondition": EncodeMultiInstanceCondition,
     "MIDISampler": MIDISampler,
+    "MIDIRerollObjects": MIDIRerollObjects,
     "DecodeToMeshes": DecodeToMeshes,
     "SaveMIDIScene": SaveMIDIScene,
 }
@@ -23,6 +25,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SegmentScene": "Segment Scene",
     "EncodeMultiInstanceCondition": "Encode Multi-Instance Condition",
     "MIDISampler": "MIDI Sampler",
+    "MIDIRerollObjects": "MIDI Re-roll Objects",
     "DecodeToMeshes": "Decode To Meshes",
     "SaveMIDIScene": "Save MIDI Scene",
 }

@@ -6,7 +6,20 @@ import torch
 
 from . import host
 from ..midi_model import meshing
+from ..midi_model.mesh_cache import MeshCache
 from ..midi_model.errors import MIDIInputError
+
+
+# Meshes of recently decoded objects (512 MB at most): a re-roll's kept objects (bit-identical latents)
+# are not decoded again.
+DECODED = MeshCache()
+
+
+def kept_objects(latents, n: int) -> list[bool]:
+    """Which objects a re-roll kept (their meshes may come from DECODED); none for a plain run."""
+    rec = latents.get("recording") if isinstance(latents, dict) else None
+    sources = getattr(rec, "sources", None) or [None] * n
+    return [s is not None for s in sources] if len(sources) == n else [False] * n
 
 
 def decoder_choices() -> list[str]:
@@ -61,7 +74,8 @@ def core_to_meshes(mesh):
 class DecodeToMeshes:
     DESCRIPTION = ("Turns the latents into one mesh per object: the shape VAE is queried on an octree grid, "
                    "then marching cubes. All objects share the scene's coordinate frame. Progress and Cancel per "
-                   "chunk of grid queries; out of GPU memory, it starts again with smaller chunks.")
+                   "chunk of grid queries; out of GPU memory, it starts again with smaller chunks. Objects whose latents "
+                   "were decoded before with the same settings (kept objects of a re-roll) reuse their meshes.")
     CATEGORY = "MIDI"
     FUNCTION = "decode"
     RETURN_TYPES = ("MESH",)
@@ -98,8 +112,11 @@ class DecodeToMeshes:
         pipe = midi_model.prepare("decode")
         bar = host.Progress(1, node_id=unique_id)
         with torch.inference_mode():
-            meshes = pipe.decode(lat, octree_depth=int(octree_depth), decoder=decoder, smoothing=bool(smoothing),
-                                 callback=bar.callback())
+            meshes, reused = pipe.decode_reusing(lat, DECODED, octree_depth=int(octree_depth), decoder=decoder,
+                                                 smoothing=bool(smoothing), callback=bar.callback(),
+                                                 reusable=kept_objects(latents, lat.shape[0]))
+        if reused:
+            host.log.info("MIDI: reused the meshes of %d object(s) decoded before (kept objects)", reused)
         if remove_floaters or max_faces:
             from ..midi_model.postprocess import postprocess  # trimesh/scipy: imported when used
 

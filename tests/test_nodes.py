@@ -38,7 +38,7 @@ def test_pack_imports_like_comfyui():
     try:
         spec.loader.exec_module(mod)
         assert set(mod.NODE_CLASS_MAPPINGS) == {"LoadMIDIModel", "SegmentScene", "EncodeMultiInstanceCondition",
-                                                "MIDISampler", "DecodeToMeshes", "SaveMIDIScene"}
+                                                "MIDISampler", "MIDIRerollObjects", "DecodeToMeshes", "SaveMIDIScene"}
         assert set(mod.NODE_DISPLAY_NAME_MAPPINGS) == set(mod.NODE_CLASS_MAPPINGS)
         assert mod.NODE_DISPLAY_NAME_MAPPINGS["EncodeMultiInstanceCondition"] == "Encode Multi-Instance Condition"
         # the nodes use the pack's own library copy (a sibling package), not whatever 'midi_model' is on sys.path

@@ -183,3 +183,5 @@ def test_kept_objects_decode_is_reused(golden_pipe, run1, reroll2):
     np.testing.assert_array_equal(second[1].vertices, plain.vertices)
     other, reused = golden_pipe.decode_reusing(reroll2.final, cache, octree_depth=5, decoder="dense")
     assert reused == 0  # other settings: decoded anew
+    _, reused = golden_pipe.decode_reusing(reroll2.final, cache, reusable=[False, False, True], **kw)
+    assert reused == 1  # only where allowed
