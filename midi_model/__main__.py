@@ -3,16 +3,26 @@
 Every setting and input is checked (``cli_checks``) before the model is loaded; a user mistake
 ends in one line ``error: ...`` and exit code 2 (``--debug`` shows the traceback), out of memory
 in exit code 3, Ctrl-C in 130. Outputs are written whole or not at all (``files``).
+
+From any folder, run the package by its path: ``python ComfyUI/custom_nodes/ComfyUI-MIDI/midi_model download ...``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
-import numpy as np
+if __name__ == "__main__" and not __package__:
+    # run by path: Python put this package's own folder first on sys.path (so its modules would be
+    # top-level names); put the folder that holds the package there instead and run the package's CLI
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    from midi_model.__main__ import main as _main
+    sys.exit(_main())
 
-from .errors import MIDIError
+import numpy as np  # noqa: E402
+
+from .errors import MIDIError  # noqa: E402
 
 EXIT_USER, EXIT_OOM, EXIT_INTERRUPT, EXIT_BUG = 2, 3, 130, 1
 

@@ -38,8 +38,9 @@ def check_model_folder(folder) -> Path:
     """Fail early, naming the first thing missing, and recognise a TripoSG folder."""
     root = Path(folder).expanduser()
     if not root.is_dir():
+        from .hub import hf_download_command  # (hub imports this module)
         raise MIDILoadError(f"model folder {str(root)!r} does not exist: download {REPO_ID} into it "
-                            f"(python -m midi_model download --out {root})")
+                            f"({hf_download_command(root)})")
     index = root / "model_index.json"
     if index.is_file():
         try:

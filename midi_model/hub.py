@@ -1,6 +1,7 @@
 """Optional download of the released weights (for users with internet)."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from .checkpoint import REPO_ID, check_model_folder
@@ -9,6 +10,11 @@ from .errors import MIDILoadError
 # what the loader reads; everything else in the repo (images, README) is skipped
 ALLOW_PATTERNS = ["model_index.json", "*/config.json", "*/*.safetensors", "*/*.safetensors.index.json",
                   "*/preprocessor_config.json", "*/scheduler_config.json"]
+
+
+def hf_download_command(local_dir, repo_id: str = REPO_ID) -> str:
+    """The shell command that fetches ``repo_id`` into ``local_dir`` (``hf``: huggingface_hub's CLI since 0.34)."""
+    return f"hf download {repo_id} --local-dir {shlex.quote(str(local_dir))}"
 
 
 def download_model(local_dir, repo_id: str = REPO_ID, revision: str | None = None) -> Path:

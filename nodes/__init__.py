@@ -2,6 +2,7 @@
 
 ``host.py`` is the only module that imports ComfyUI; everything here also runs without it.
 """
+from . import host
 from .decode import DecodeToMeshes
 from .encode import EncodeMultiInstanceCondition
 from .loader import LoadMIDIModel
@@ -19,6 +20,9 @@ NODE_CLASS_MAPPINGS = {
     "DecodeToMeshes": DecodeToMeshes,
     "SaveMIDIScene": SaveMIDIScene,
 }
+
+for _cls in NODE_CLASS_MAPPINGS.values():
+    host.readable_errors(_cls)  # the UI shows 'MIDILoadError: <message>', not the pack's folder path
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadMIDIModel": "Load MIDI Model",

@@ -9,6 +9,7 @@ core models), ``comfy.utils.ProgressBar`` and the core 3D types (``Types.MESH``,
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -280,6 +281,53 @@ def load_models(managed: list[ManagedModule]):
     dev = torch_device()
     for m in managed:
         m.module.to(dev)
+
+
+# ------------------------------------------------------------------------------------------------
+# errors as the UI shows them
+# ComfyUI reports an exception as ``<module>.<qualname>: <message>`` (``builtins`` modules print the
+# class name only), and it names a folder pack's modules after the folder's path. So our errors would
+# read '/…/custom_nodes/ComfyUI-MIDI.midi_model.errors.MIDILoadError: …' in the toast and error panel.
+_PACK = __name__.rpartition(".nodes.host")[0]  # the pack's package name (a path inside ComfyUI)
+_readable_types: dict = {}
+
+
+def _is_ours(cls) -> bool:
+    return bool(_PACK) and (getattr(cls, "__module__", "") or "").startswith(_PACK + ".")
+
+
+def _readable_type(cls):
+    """A subclass of ``cls`` that ComfyUI prints as just ``MIDILoadError`` (``except cls`` still catches it)."""
+    t = _readable_types.get(cls)
+    if t is None:
+        t = type(cls.__name__, (cls,), {"__module__": "builtins", "__qualname__": cls.__qualname__,
+                                        "__doc__": cls.__doc__})
+        _readable_types[cls] = t
+    return t
+
+
+def readable_errors(node_cls):
+    """Make the pack's own exceptions raised by ``node_cls``'s FUNCTION read '<Class>: <message>' in ComfyUI.
+
+    The exception object is kept (same message, traceback, cause); only its class becomes a subclass
+    whose module name ComfyUI leaves out. Errors from other libraries pass unchanged.
+    """
+    fn = getattr(node_cls, node_cls.FUNCTION)
+    if getattr(fn, "_readable_errors", False):
+        return node_cls
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            if _is_ours(type(e)):
+                e.__class__ = _readable_type(type(e))
+            raise
+
+    run._readable_errors = True
+    setattr(node_cls, node_cls.FUNCTION, run)
+    return node_cls
 
 
 # ------------------------------------------------------------------------------------------------

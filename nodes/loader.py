@@ -40,10 +40,15 @@ class MIDIModel:
 
 
 def model_choices() -> list[str]:
-    names = host.list_subfolders()
-    if host.DEFAULT_MODEL not in names:
-        names.append(host.DEFAULT_MODEL)
-    return names
+    """Only folders that exist: a missing model is then caught when the prompt is validated."""
+    return host.list_subfolders()
+
+
+def missing_model_message(model: str) -> str:
+    target = host.default_download_dir(model)
+    return (f"MIDI model folder '{model}' not found in ComfyUI/models/{host.MODEL_FOLDER} "
+            f"({', '.join(host.model_folder_paths())}): download it with "
+            f"`{hub.hf_download_command(target, host.DEFAULT_REPO)}`, or set download to true")
 
 
 def _download(entry: str) -> str:
@@ -89,15 +94,19 @@ class LoadMIDIModel:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, model, download=False):
+        # replaces ComfyUI's combo check for `model`, so a missing folder fails here, before any node
+        # runs, with the command that fetches it (or passes when the node may download it)
+        if host.find_subfolder(model) is None and not download:
+            return missing_model_message(model)
+        return True
+
     def load(self, model, dtype="auto", attention="sdpa", lora=NO_LORA, lora_strength=1.0, download=False):
         folder = host.find_subfolder(model)
         if folder is None:
             if not download:
-                paths = ", ".join(host.model_folder_paths()) or "ComfyUI/models/midi"
-                raise errors.MIDILoadError(
-                    f"model folder '{model}' not found in {paths}: put {host.DEFAULT_REPO} there "
-                    f"(huggingface-cli download {host.DEFAULT_REPO} --local-dir <that folder>/{model}) "
-                    f"or set download to true")
+                raise errors.MIDILoadError(missing_model_message(model))
             folder = _download(model)
         torch_dtype = resolve_dtype(dtype, host.torch_device(), auto=host.auto_dtype)
         load_device = host.offload_device()

@@ -6,7 +6,7 @@ import torch
 
 from . import host
 from ..midi_model import inputs
-from ..midi_model import errors
+from ..midi_model import errors, hub
 
 MODES = ["text", "boxes", "points", "automatic", "label_map", "masks"]
 SAM_FOLDER = "sams"
@@ -49,8 +49,27 @@ def sam_choices() -> list[str]:
 
 
 def dino_choices() -> list[str]:
-    names = host.list_subfolders(DINO_FOLDER)
-    return names if DINO_DEFAULT in names else names + [DINO_DEFAULT]
+    return host.list_subfolders(DINO_FOLDER) + [NO_SAM]  # only folders that exist; "none" for the other modes
+
+
+SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
+DINO_REPO = "IDEA-Research/grounding-dino-tiny"
+SAM_MODES = ("text", "boxes", "points", "automatic")
+
+
+def missing_models(mode: str, sam_model: str, grounding_dino: str) -> str | None:
+    """What ``mode`` needs and is not installed, with how to get it; None when all is there."""
+    if mode in SAM_MODES and (sam_model == NO_SAM or host.file_path(SAM_FOLDER, sam_model) is None):
+        what = "a SAM checkpoint" if sam_model == NO_SAM else f"SAM checkpoint '{sam_model}' (not found)"
+        return (f"Segment Scene: mode {mode} needs {what} in ComfyUI/models/{SAM_FOLDER}: download "
+                f"{SAM_URL} into {host.model_folder_paths(SAM_FOLDER)[0]}, or use mode label_map / masks")
+    if mode == "text" and host.find_subfolder(grounding_dino, DINO_FOLDER) is None:
+        name = DINO_DEFAULT if grounding_dino == NO_SAM else grounding_dino
+        what = "a Grounding DINO folder" if grounding_dino == NO_SAM else f"Grounding DINO folder '{name}' (not found)"
+        cmd = hub.hf_download_command(host.default_download_dir(name, DINO_FOLDER), DINO_REPO)
+        return (f"Segment Scene: mode text needs {what} in ComfyUI/models/{DINO_FOLDER}: download it with "
+                f"`{cmd}`, or use mode boxes / points / automatic")
+    return None
 
 
 class SegmentScene:
@@ -83,7 +102,7 @@ class SegmentScene:
             "sam_model": (sam_choices(), {"tooltip":
                           "SAM checkpoint from ComfyUI/models/sams (e.g. sam_vit_b_01ec64.pth); needed by text, "
                           "boxes, points and automatic."}),
-            "grounding_dino": (dino_choices(), {"default": DINO_DEFAULT, "tooltip":
+            "grounding_dino": (dino_choices(), {"default": NO_SAM, "tooltip":
                                "Grounding DINO folder (Hugging Face layout) in ComfyUI/models/grounding-dino, e.g. "
                                "IDEA-Research/grounding-dino-tiny; needed by mode text."}),
             "box_threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
@@ -104,7 +123,14 @@ class SegmentScene:
             "masks": ("MASK", {"tooltip": "mode masks: a MASK batch (N,H,W), one per object, same size as the image."}),
         }}
 
-    def segment(self, image, mode, prompt="", boxes="", points="", sam_model=NO_SAM, grounding_dino=DINO_DEFAULT,
+    @classmethod
+    def VALIDATE_INPUTS(cls, mode, sam_model=NO_SAM, grounding_dino=NO_SAM):
+        # replaces ComfyUI's combo check for these three: only the models the chosen mode uses must exist
+        if mode not in MODES:
+            return f"mode '{mode}': use one of {', '.join(MODES)}"
+        return missing_models(mode, sam_model, grounding_dino) or True
+
+    def segment(self, image, mode, prompt="", boxes="", points="", sam_model=NO_SAM, grounding_dino=NO_SAM,
                 box_threshold=0.3, text_threshold=0.3, max_instances=7, too_many="error",
                 allow_more_instances=False, min_area=0.001, seg_map=None, masks=None):
         if mode not in MODES:
@@ -125,19 +151,14 @@ class SegmentScene:
                 raise errors.MIDIInputError("Segment Scene: mode masks needs a MASK batch on the masks input")
             kw["masks"] = masks
         else:
-            if mode in ("text", "boxes", "points", "automatic"):
-                path = host.file_path(SAM_FOLDER, sam_model) if sam_model != NO_SAM else None
-                if path is None:
-                    raise errors.MIDILoadError(
-                        f"Segment Scene: mode {mode} needs a SAM checkpoint in ComfyUI/models/sams "
-                        f"(e.g. sam_vit_b_01ec64.pth); '{sam_model}' not found")
+            missing = missing_models(mode, sam_model, grounding_dino)
+            if missing:
+                raise errors.MIDILoadError(missing)
+            if mode in SAM_MODES:
+                path = host.file_path(SAM_FOLDER, sam_model)
                 kw["sam"] = _cached("sam", (path, str(device)), lambda: _load_sam(path, device))
             if mode == "text":
                 folder = host.find_subfolder(grounding_dino, DINO_FOLDER)
-                if folder is None:
-                    raise errors.MIDILoadError(
-                        f"Segment Scene: Grounding DINO folder '{grounding_dino}' not found in ComfyUI/models/"
-                        f"{DINO_FOLDER}: put IDEA-Research/grounding-dino-tiny there")
                 kw["detector"] = _cached("dino", (folder, str(device)),
                                          lambda: _load_dino(folder, device))
             kw.update(prompt=prompt, boxes=boxes or None, points=points or None)

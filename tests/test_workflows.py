@@ -3,6 +3,7 @@ the core nodes), and run node by node on the golden checkpoint. Core nodes (Load
 PreviewImage, the SDXL chain) are test doubles here; the real host runs are in docs/nodes.md."""
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 
@@ -204,21 +205,30 @@ def test_workflow_converts_with_our_input_types(name, comfy_dirs, scene_image):
     if name == "sdxl_to_scene.json":
         assert {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode"} <= set(types)
         assert types.count("CLIPTextEncode") == 2
-    # every widget value of our nodes fits its INPUT_TYPES (the host validates the same way)
+    # every widget value of our nodes passes validation as the host does it: VALIDATE_INPUTS for the inputs
+    # it names (instead of the combo check), the combo list / range for the others
     for n in api.values():
         cls = nodes.NODE_CLASS_MAPPINGS.get(n["class_type"])
         if cls is None:
             continue
         it = cls.INPUT_TYPES()
         specs = {**it.get("required", {}), **it.get("optional", {})}
+        custom = inspect.getfullargspec(cls.VALIDATE_INPUTS).args[1:] if hasattr(cls, "VALIDATE_INPUTS") else []
         for k, v in n["inputs"].items():
-            if isinstance(v, list):
+            if isinstance(v, list) or k in custom:
                 continue
             typ = specs[k][0]
             if isinstance(typ, list):
-                assert v in typ or (k, v) == ("sam_model", "sam_vit_b_01ec64.pth"), (n["class_type"], k, v)
+                assert v in typ, (n["class_type"], k, v)
             elif typ in ("INT", "FLOAT"):
                 assert specs[k][1]["min"] <= v <= specs[k][1]["max"], (n["class_type"], k, v)
+        if custom:
+            verdict = cls.VALIDATE_INPUTS(**{k: n["inputs"][k] for k in custom if k in n["inputs"]})
+            if n["class_type"] == "SegmentScene" and mode == "text":  # no SAM here: found before anything runs
+                assert verdict.startswith("Segment Scene: mode text needs SAM checkpoint 'sam_vit_b_01ec64.pth' "
+                                          "(not found)"), verdict
+            else:
+                assert verdict is True, (n["class_type"], verdict)
 
 
 def test_seg_map_workflow_runs_on_golden_checkpoint(comfy_dirs, scene_image, seg_image):
