@@ -5,7 +5,6 @@ their check here."""
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,13 +86,10 @@ def check_dtype_fits(dtype: str, device: str) -> None:
 
 
 def check_outputs(out, dump=None, query_points=None) -> tuple[Path, Path | None]:
-    """--out (.glb) and --dump (.npz) are new files in writable folders, and not the same file."""
+    """--out (.glb) and --dump (.npz) are new files in writable folders."""
     out_p = check_new_file(out, "--out", ".glb")
-    dump_p = None
-    if dump is not None:
-        dump_p = check_new_file(dump, "--dump", ".npz")
-        if os.path.abspath(dump_p) == os.path.abspath(out_p):
-            raise MIDIInputError("--dump and --out name the same file: give each its own name")
+    # the two suffixes differ, so --dump can never name the --out file
+    dump_p = check_new_file(dump, "--dump", ".npz") if dump is not None else None
     if query_points is not None and dump is None:
         raise MIDIInputError("--query-points writes its values into the --dump file: add --dump run.npz")
     return out_p, dump_p
@@ -128,7 +124,11 @@ def load_scene_inputs(image, seg=None, masks=None, size=None, max_instances=None
 
     rgb = inputs.read_image(image, "--image")
     src_hw = rgb.shape[:2]
-    hw = inputs.fit_size(src_hw, size) if size else src_hw
+    if size:
+        hw = inputs.fit_size(src_hw, size)
+    else:
+        hw = src_hw
+        inputs.check_image_size(hw, "--image")
     if max_instances is not None:
         inputs.check_max_setting(max_instances, allow_more_instances, "--max-instances", "--allow-more-instances")
     if seg is not None:

@@ -27,10 +27,10 @@ def _nearest_existing(path: Path) -> Path:
 def check_new_file(path, what: str, suffix: str | None = None) -> Path:
     """Before any slow work: ``path`` must not exist and its folder must take a new file."""
     p = Path(os.path.expanduser(os.fspath(path)))
-    if suffix and p.suffix.lower() != suffix:
-        raise MIDIOutputError(f"{what} {p}: the file is written as {suffix}: give a name ending in {suffix}")
     if p.is_dir():
         raise MIDIOutputError(f"{what} {p} is a folder: give a file name inside it, e.g. {p / ('out' + (suffix or ''))}")
+    if suffix and p.suffix.lower() != suffix:
+        raise MIDIOutputError(f"{what} {p}: the file is written as {suffix}: give a name ending in {suffix}")
     if os.path.lexists(p):
         kind = "is a broken symbolic link" if p.is_symlink() and not p.exists() else "already exists"
         raise MIDIOutputError(f"{what} {p} {kind}: choose another name (nothing is overwritten)")

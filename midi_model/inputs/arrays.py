@@ -26,5 +26,5 @@ def check_unit_range(arr: np.ndarray, what: str, kind: str) -> None:
                              f"fix the node that made this {kind}")
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise MIDIInputError(f"{what}: values from {lo:g} to {hi:g}, but a {kind} holds 0..1: "
+        raise MIDIInputError(f"{what}: values from {lo:g} to {hi:g}, but {kind} values go from 0 to 1: "
                              f"clamp or normalise it first")
