@@ -12,7 +12,7 @@ __all__ = ["MIDIPipeline", "MIDIConditioning", "MIDIError", "MIDIInputError", "M
 
 
 def __getattr__(name):
-    # lazy, so `python -m midi_model --help` and the node pack start without importing torch
+    # lazy, so `import midi_model` (and the errors) do not import torch; the CLI's parser does
     if name == "MIDIPipeline":
         from .pipeline import MIDIPipeline
         return MIDIPipeline

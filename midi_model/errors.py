@@ -24,7 +24,7 @@ class MIDIOutputError(MIDIError):
 
 
 def __getattr__(name):
-    # built on first use, so importing the errors (the CLI's --help) does not import torch
+    # built on first use, so importing the errors does not import torch
     if name == "MIDIOutOfMemoryError":
         try:
             from torch import OutOfMemoryError as base
