@@ -86,17 +86,20 @@ def _alts(strings) -> str:
     return "(?:" + "|".join(re.escape(s) for s in sorted(set(strings), key=len, reverse=True)) + ")"
 
 
-def fragment_in_template(fragment: str, pieces: list[str]) -> bool:
+def fragment_in_template(fragment: str, pieces: list[str], constants=()) -> bool:
     """Is ``fragment`` a substring of some text the template can print? A field prints a value
-    without spaces (a number, a name, a path); write … in the docs for longer ones."""
+    without spaces (a number, a name, a path) or one of the code's string ``constants``
+    (``f"needs {what}"`` with ``what = "a SAM checkpoint"``); write … for anything else."""
     if any(fragment in p for p in pieces):
         return True
+    inner = [c for c in constants if len(c) > 2 and c in fragment]
+    field = r"(?:\S+?" + ("|" + _alts(inner) if inner else "") + ")"
     for a in range(len(pieces)):
         for b in range(a + 1, len(pieces)):
             start = _alts(pieces[a][k:] for k in range(len(pieces[a]) + 1))
             end = _alts(pieces[b][:k] for k in range(len(pieces[b]) + 1))
-            middle = r"\S+?".join(re.escape(p) for p in pieces[a + 1:b])
-            pattern = start + r"\S+?" + (middle + r"\S+?" if b > a + 1 else "") + end
+            middle = field.join(re.escape(p) for p in pieces[a + 1:b])
+            pattern = start + field + (middle + field if b > a + 1 else "") + end
             if re.fullmatch(pattern, fragment, flags=re.S):
                 return True
     return False
@@ -111,7 +114,8 @@ def message_in_code(message: str, templates) -> bool:
     if not parts:
         return True
     words = set(re.findall(r"[A-Za-z_]{4,}", message))
-    return any(all(fragment_in_template(p, t) for p in parts) for t in templates
+    constants = [t[0] for t in templates if len(t) == 1]
+    return any(all(fragment_in_template(p, t, constants) for p in parts) for t in templates
                if words & set(re.findall(r"[A-Za-z_]{4,}", "".join(t))) or not words)
 
 
