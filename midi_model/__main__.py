@@ -1,4 +1,4 @@
-"""Headless main job: ``python -m midi_model generate ...`` and ``python -m midi_model download ...``.
+"""Headless main job: ``python -m midi_model generate ...``, ``... texture ...`` and ``... download ...``.
 
 Every setting and input is checked (``cli_checks``) before the model is loaded; a user mistake
 ends in one line ``error: ...`` and exit code 2 (``--debug`` shows the traceback), out of memory
@@ -97,10 +97,41 @@ def _parser() -> argparse.ArgumentParser:
                    help="object K (from 1) draws its noise from its own SEED, whatever the object count "
                         "(repeatable; default: every object's slice of the official --seed draw)")
 
+    g.add_argument("--texture", action="store_true",
+                   help="also fit the photo's camera to the masks and texture the objects from the image")
+    _texture_options(g)
+
+    t = sub.add_parser("texture", help="scene GLB + image + masks -> camera from the masks, textured scene GLB",
+                       parents=[_common()])
+    t.add_argument("--scene", required=True, help="scene GLB (e.g. from generate); its i-th mesh node goes with "
+                                                  "the i-th mask")
+    t.add_argument("--image", required=True, help="the scene's RGB image")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--seg", help="label map: ascending grey levels are objects 0, 1, ... of the scene")
+    src.add_argument("--masks", nargs="+", help="one mask image per object (white = object), in node order")
+    t.add_argument("--out", required=True, help="output textured .glb (never overwritten)")
+    t.add_argument("--camera", help="camera.json to use instead of fitting one")
+    _texture_options(t)
+
     d = sub.add_parser("download", help="download VAST-AI/MIDI-3D (needs internet)", parents=[_common()])
     d.add_argument("--out", required=True)
     d.add_argument("--repo", default="VAST-AI/MIDI-3D")
     return ap
+
+
+def _texture_options(p):
+    from . import cli_checks as chk
+
+    p.add_argument("--camera-out", help="write the fitted camera here (JSON: width, height, K, world_to_camera "
+                                        "with OpenCV axes; world = the scene's mesh frame)")
+    p.add_argument("--overlay-out", help="write the camera check picture here (PNG: projected silhouettes "
+                                         "tinted, mask outlines, IoU per object)")
+    p.add_argument("--texture-size", type=chk.positive_size, default=1024, help="texture side per object in texels")
+    p.add_argument("--frame", default="midi", choices=["midi", "camera"],
+                   help="midi: MIDI's scene frame (default); camera: camera at the origin, Y up, -Z forward (OpenGL)")
+    p.add_argument("--vertex-colors", action="store_true", help="vertex colours instead of a texture")
+    p.add_argument("--edge-margin", type=int, default=1, choices=range(0, 17), metavar="0..16",
+                   help="pixels at each mask's edge not trusted for colour (segmentation edges mix colours)")
 
 
 def _cuda() -> bool:
@@ -119,11 +150,83 @@ def validate_generate(args):
     chk.check_device(args.device)
     chk.check_dtype_fits(args.dtype, args.device)
     chk.check_outputs(args.out, args.dump, args.query_points)
+    check_texture_outputs(args)
     scene = chk.load_scene_inputs(args.image, seg=args.seg, masks=args.masks, size=args.size,
                                   max_instances=args.max_instances, allow_more_instances=args.allow_more_instances)
     pts = chk.load_query_points(args.query_points, len(scene.ids)) if args.query_points else None
     chk.check_model_folder(args.model)
     return scene, pts
+
+
+def check_texture_outputs(args):
+    from .files import check_new_file
+
+    if args.camera_out:
+        check_new_file(args.camera_out, "--camera-out", ".json")
+    if args.overlay_out:
+        check_new_file(args.overlay_out, "--overlay-out", ".png")
+
+
+def texture_outputs(args, names, meshes, rgb, masks, camera=None):
+    """Fit (or take) the camera and texture the objects -> (GLB bytes, [(path, writer, what)] of the extras)."""
+    import io
+
+    from PIL import Image
+
+    from .scene import scene_bytes
+    from .texturing import camera_overlay, frame_transform, texture_scene, textured_scene
+
+    if len(masks) != len(meshes):
+        raise MIDIError(f"{len(masks)} masks for {len(meshes)} objects in the scene: give one mask per mesh "
+                        "node, in node order")
+    t0 = time.time()
+    result = texture_scene(meshes, rgb, masks, camera=camera, texture_size=args.texture_size,
+                           edge_margin=args.edge_margin, callback=_progress("texturing"))
+    cam = result.fit.camera
+    print("camera: focal %.1f px, IoU per object %s (%.1fs)" % (
+        cam.K[0, 0], [round(x, 3) for x in result.fit.iou], time.time() - t0), file=sys.stderr)
+    data = scene_bytes(textured_scene(result.objects, names, frame_transform(args.frame, cam), args.vertex_colors))
+    extras = []
+    if args.camera_out:
+        extras.append((args.camera_out, cam.dumps().encode(), "--camera-out"))
+    if args.overlay_out:
+        over = camera_overlay(rgb, cam, [m.vertices for m in meshes], [m.faces for m in meshes], masks,
+                              result.fit.iou)
+        buf = io.BytesIO()
+        Image.fromarray(over).save(buf, format="PNG")
+        extras.append((args.overlay_out, buf.getvalue(), "--overlay-out"))
+    return data, extras
+
+
+def texture(args) -> int:
+    import json
+
+    from . import cli_checks as chk
+    from .files import remove_written, write_new_bytes
+    from .scene import load_scene_meshes
+    from .texturing import Camera
+
+    chk.check_outputs(args.out)
+    check_texture_outputs(args)
+    camera = None
+    if args.camera:
+        try:
+            with open(args.camera) as f:
+                camera = Camera.from_dict(json.load(f), f"--camera {args.camera}")
+        except (OSError, ValueError) as e:
+            raise MIDIError(f"--camera {args.camera}: cannot read it ({e})") from None
+    names, meshes = load_scene_meshes(args.scene)
+    scene = chk.load_scene_inputs(args.image, seg=args.seg, masks=args.masks, allow_more_instances=True)
+    data, extras = texture_outputs(args, names, meshes, scene.rgb, scene.masks, camera)
+    written = [write_new_bytes(args.out, data, "--out")]
+    try:
+        for path, blob, what in extras:
+            written.append(write_new_bytes(path, blob, what))
+    except BaseException:
+        remove_written(written)
+        raise
+    print(f"wrote {args.out} ({len(meshes)} textured objects, frame {args.frame})", file=sys.stderr)
+    return 0
 
 
 def _progress(label: str):
@@ -219,7 +322,17 @@ def generate(args) -> int:
     if reused:
         print(f"reused the recorded meshes of {reused} kept object(s)", file=sys.stderr)
     names = [f"instance_{int(i):03d}" for i in ids]
-    data = glb_bytes(meshes, names)
+    extras = []
+    if args.texture:  # empty objects (nothing above the iso level) cannot be placed or textured
+        keep = [i for i, m in enumerate(meshes) if len(m.faces) > 0]
+        if len(keep) < len(meshes):
+            print(f"not textured (empty): {[names[i] for i in range(len(meshes)) if i not in keep]}",
+                  file=sys.stderr)
+        obj_masks = np.asarray(masks)[rec.inputs] if recording is not None else np.asarray(masks)
+        data, extras = texture_outputs(args, [names[i] for i in keep], [meshes[i] for i in keep], rgb,
+                                       obj_masks[keep])
+    else:
+        data = glb_bytes(meshes, names)
     arrays = None
     if args.dump:
         arrays = {
@@ -250,6 +363,8 @@ def generate(args) -> int:
     # all or nothing: a failed dump takes the scene back, so a re-run is not blocked
     written = [write_new_bytes(args.out, data, "--out")]
     try:
+        for path, blob, what in extras:
+            written.append(write_new_bytes(path, blob, what))
         if arrays is not None:
             written.append(write_new(args.dump, lambda f: np.savez(f, **arrays), "--dump"))
     except BaseException:
@@ -277,6 +392,8 @@ def run(args) -> int:
 
         print(download_model(args.out, args.repo))
         return 0
+    if args.command == "texture":
+        return texture(args)
     return generate(args)
 
 

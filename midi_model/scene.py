@@ -50,3 +50,46 @@ def export_glb(meshes, path, names=None) -> Path:
     """Write the scene as a new GLB, whole or not at all; an existing file is never replaced."""
     data = glb_bytes(meshes, names)
     return write_new_bytes(path, data, "scene GLB")
+
+
+def scene_bytes(scene) -> bytes:
+    """A ready trimesh Scene (e.g. textured objects) as GLB bytes, for ``files.write_new_bytes``."""
+    return scene.export(file_type="glb")
+
+
+def load_scene_meshes(path, what: str = "--scene") -> tuple[list[str], list]:
+    """A scene GLB -> (node names, meshes in world coordinates) in the file's node order (the order
+    ``generate`` writes the instances). Node transforms are applied; nodes without triangles are skipped."""
+    import json
+    import struct
+
+    import trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise MIDIInputError(f"{what} {path}: no such file")
+    raw = path.read_bytes()
+    try:
+        if raw[:4] != b"glTF":
+            raise ValueError("not a binary glTF (.glb) file")
+        length, _ = struct.unpack_from("<I4s", raw, 12)
+        gltf = json.loads(raw[20:20 + length])
+        scene = trimesh.load(path, force="scene", process=False)
+    except Exception as e:
+        raise MIDIInputError(f"{what} {path}: cannot read it as a GLB scene ({e})") from None
+    order = [n.get("name") for n in gltf.get("nodes", []) if "mesh" in n]
+    names, meshes = [], []
+    for node in order + [n for n in scene.graph.nodes_geometry if n not in order]:
+        if node not in scene.graph.nodes_geometry or node in names:
+            continue
+        transform, geom = scene.graph[node]
+        mesh = scene.geometry[geom]
+        if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+            continue
+        m = trimesh.Trimesh(mesh.vertices.copy(), mesh.faces.copy(), process=False)
+        m.apply_transform(transform)
+        names.append(node)
+        meshes.append(m)
+    if not meshes:
+        raise MIDIInputError(f"{what} {path}: the file holds no triangle mesh")
+    return names, meshes

@@ -13,7 +13,7 @@ import trimesh
 from PIL import Image
 
 from midi_model.__main__ import main
-from midi_model.instances import masks_to_label_map
+from midi_model.inputs import masks_to_label_map
 from midi_model.scene import export_glb, load_scene_meshes
 from midi_model.texturing import fit_camera, texture_from_image
 from midi_model.texturing.bake import texels
@@ -225,13 +225,18 @@ def test_cli_bad_inputs(files, tmp_path, capsys):
     assert "1 masks for 3 objects" in capsys.readouterr().err
     small = tmp_path / "small.png"
     Image.fromarray(np.full((24, 32), 255, np.uint8)).save(small)
-    assert main(common + ["--masks", str(small)] * 1 + [str(small), str(small), "--out", str(tmp_path / "b.glb")]) == 2
-    assert "give masks of the image's size" in capsys.readouterr().err
+    assert main(common + ["--masks", str(small), str(small), str(small), "--out", str(tmp_path / "b.glb")]) == 2
+    assert "but the image is 320x240" in capsys.readouterr().err
     (tmp_path / "x.glb").write_bytes(b"not a glb")
     assert main(["texture", "--scene", str(tmp_path / "x.glb"), "--image", str(files / "rgb.png"),
                  "--seg", str(files / "seg.png"), "--out", str(tmp_path / "c.glb")]) == 2
     assert "cannot read it as a GLB scene" in capsys.readouterr().err
-    assert not any(tmp_path.glob("?.glb.*"))
+    # checked before any work: an existing --camera-out
+    (tmp_path / "cam.json").write_text("{}")
+    assert main(common + ["--seg", str(files / "seg.png"), "--out", str(tmp_path / "d.glb"),
+                          "--camera-out", str(tmp_path / "cam.json")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert not any((tmp_path / f"{k}.glb").exists() for k in "abcd")
 
 
 def test_generate_with_texture_on_the_golden_checkpoint(golden_model_dir, examples_dir, tmp_path):
