@@ -1,4 +1,7 @@
-"""LoRA adapters for the MIDI transformer, applied with ``peft`` and merged into the weights.
+"""LoRA adapters for the MIDI transformer: read, checked against the model, then merged into the
+weights (:func:`apply_lora`, the library / CLI) or handed to a host as low-rank updates that it
+patches in when it loads the model (:func:`load_lora`; ComfyUI's ModelPatcher, so a strength
+change needs no reload).
 
 Accepted files (safetensors only):
 * a peft adapter: ``adapter_model.safetensors`` (+ ``adapter_config.json`` next to it, or a folder
@@ -8,14 +11,15 @@ Accepted files (safetensors only):
 
 ``alpha`` comes from adapter_config.json (``lora_alpha``), else the file's metadata
 (``lora_alpha`` / ``alpha``), else per-module ``.alpha`` tensors, else equals the rank
-(scale 1). ``strength`` multiplies the update. After merging, the transformer is a plain
-module again (no peft wrappers), so every attention backend and dtype keeps working.
+(scale 1). ``strength`` multiplies the update. Only Linear layers take a LoRA; the model stays a
+plain module, so every attention backend and dtype keeps working.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -94,15 +98,36 @@ def read_lora(path: str):
     return {k: (a_mats[k], b_mats[k]) for k in sorted(a_mats)}, alphas, cfg_alpha
 
 
-def apply_lora(model: nn.Module, path: str, strength: float = 1.0) -> list[str]:
-    """Merge the LoRA at ``path`` into ``model`` (in place) with peft. Returns the patched module names."""
-    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
-    from peft.tuners.lora import LoraLayer
+@dataclass
+class LoraUpdate:
+    """The low-rank update of one Linear layer: ``weight += strength * scale * up @ down``."""
 
+    down: torch.Tensor  # (rank, in_features)   peft lora_A / kohya lora_down
+    up: torch.Tensor    # (out_features, rank)  peft lora_B / kohya lora_up
+    scale: float        # alpha / rank
+
+    @property
+    def rank(self) -> int:
+        return int(self.down.shape[0])
+
+    @property
+    def alpha(self) -> float:
+        return self.scale * self.rank
+
+    def delta(self, device=None) -> torch.Tensor:
+        """The full update at strength 1, float32."""
+        return self.scale * (self.up.to(device, torch.float32) @ self.down.to(device, torch.float32))
+
+
+def load_lora(model: nn.Module, path: str) -> dict[str, LoraUpdate]:
+    """Read the LoRA at ``path`` and check it against ``model``. -> {Linear module name: update}.
+
+    Nothing is changed: merge with :func:`merge_lora`, or give the updates to a host that patches
+    weights when it loads them (ComfyUI's ModelPatcher)."""
     pairs, alphas, default_alpha = read_lora(path)
     name = os.path.basename(path.rstrip("/"))
     modules = dict(model.named_modules())
-    ranks = {}
+    out = {}
     for mod, (a, b) in pairs.items():
         target = modules.get(mod)
         if target is None:
@@ -115,32 +140,20 @@ def apply_lora(model: nn.Module, path: str, strength: float = 1.0) -> list[str]:
                 or b.shape[0] != target.out_features:
             raise MIDILoadError(f"LoRA {name}: '{mod}' has lora_A {tuple(a.shape)} / lora_B {tuple(b.shape)}, which do "
                                 f"not fit a {target.in_features}->{target.out_features} layer (another model size?)")
-        ranks[mod] = r
-    targets = sorted(pairs)
-    r0 = ranks[targets[0]]
-    alpha_of = {m: alphas.get(m, default_alpha if default_alpha is not None else ranks[m]) for m in targets}
-    config = LoraConfig(
-        r=r0, lora_alpha=alpha_of[targets[0]], target_modules=targets, lora_dropout=0.0, bias="none",
-        rank_pattern={f"^{re.escape(m)}$": ranks[m] for m in targets if ranks[m] != r0},
-        alpha_pattern={f"^{re.escape(m)}$": alpha_of[m] for m in targets if alpha_of[m] != alpha_of[targets[0]]},
-    )
-    sd = {}
-    for m, (a, b) in pairs.items():
-        sd[f"{m}.lora_A.weight"] = a.float()
-        sd[f"{m}.lora_B.weight"] = b.float() * float(strength)
-    try:
-        inject_adapter_in_model(config, model, adapter_name="default")
-        result = set_peft_model_state_dict(model, sd, adapter_name="default")
-    except Exception as e:
-        raise MIDILoadError(f"LoRA {name} could not be applied ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-    if unexpected:
-        raise MIDILoadError(f"LoRA {name}: weight '{unexpected[0]}' did not load")
-    # merge every adapter into its base layer and put the plain layer back
-    for mod_name, mod in list(model.named_modules()):
-        if isinstance(mod, LoraLayer):
-            mod.merge(safe_merge=True)
-            parent_name, _, child = mod_name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, mod.get_base_layer())
-    return targets
+        alpha = alphas.get(mod, default_alpha if default_alpha is not None else r)
+        out[mod] = LoraUpdate(down=a.float(), up=b.float(), scale=float(alpha) / r)
+    return out
+
+
+@torch.no_grad()
+def merge_lora(model: nn.Module, updates: dict[str, LoraUpdate], strength: float = 1.0) -> list[str]:
+    """Add ``strength`` x each update to its layer's weight, in place (computed in float32)."""
+    for mod, u in updates.items():
+        w = model.get_submodule(mod).weight
+        w.copy_((w.float() + float(strength) * u.delta(w.device)).to(w.dtype))
+    return sorted(updates)
+
+
+def apply_lora(model: nn.Module, path: str, strength: float = 1.0) -> list[str]:
+    """Merge the LoRA at ``path`` into ``model`` (in place). Returns the patched module names."""
+    return merge_lora(model, load_lora(model, path), strength)

@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 import re
+import weakref
 
 import torch
 
@@ -262,25 +263,90 @@ class _Holder(torch.nn.Module):
         self.inner = module
 
 
-class ManagedModule:
-    """One library module under ComfyUI's model management (or plain ``.to`` outside it)."""
+_holder_classes: dict = {}
 
-    def __init__(self, module: torch.nn.Module, name: str):
+
+def _holder(module: torch.nn.Module, name: str) -> _Holder:
+    # one class per part, so ComfyUI's log says "Requested to load MIDI_transformer"
+    cls = _holder_classes.get(name)
+    if cls is None:
+        cls = _holder_classes[name] = type(f"MIDI_{name}", (_Holder,), {})
+    return cls(module)
+
+
+class ManagedModule:
+    """One library module under ComfyUI's model management (or plain ``.to`` outside it).
+
+    Weight patches (LoRA) live on the manager, not in the weights: :meth:`with_lora` returns a
+    clone that shares the module and adds the patch; the weights are patched when the clone is
+    loaded and restored when another clone (e.g. another strength) is loaded, as core's
+    ModelPatcher does for LoRAs. Changing a strength therefore costs one patch, not a reload.
+    """
+
+    def __init__(self, module: torch.nn.Module, name: str, patcher=None, patches: tuple = ()):
         self.module, self.name = module, name
-        self.patcher = None
-        if IN_COMFY:
-            self.patcher = _patcher.ModelPatcher(_Holder(module), load_device=torch_device(),
+        self.patches = patches  # ((updates {layer name: lora.LoraUpdate}, strength), ...)
+        self.patcher = patcher
+        if IN_COMFY and patcher is None:
+            self.patcher = _patcher.ModelPatcher(_holder(module, name), load_device=torch_device(),
                                                  offload_device=offload_device())
 
+    def with_lora(self, updates: dict, strength: float) -> "ManagedModule":
+        patcher = None
+        if IN_COMFY:
+            patcher = self.patcher.clone()
+            added = patcher.add_patches({f"inner.{layer}.weight": _comfy_lora_patch(u) for layer, u in updates.items()},
+                                        float(strength))
+            if len(added) != len(updates):
+                raise RuntimeError(f"{self.name}: ComfyUI took {len(added)} of {len(updates)} LoRA patches")
+        return ManagedModule(self.module, self.name, patcher, self.patches + ((updates, float(strength)),))
 
-def load_models(managed: list[ManagedModule]):
-    """Put these modules on the compute device (ComfyUI may offload others to make room)."""
+
+def _comfy_lora_patch(update):
+    """A library LoraUpdate as core's LoRA weight adapter (core computes up @ down * alpha/rank)."""
+    try:
+        from comfy.weight_adapter import LoRAAdapter
+    except ImportError:  # older core: a plain weight difference
+        return (update.delta(),)
+    return LoRAAdapter(set(), (update.up, update.down, update.alpha, None, None, None))
+
+
+# Outside ComfyUI: the patch set each module's weights carry now, and their unpatched values.
+_applied: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _same_patches(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x[0] is y[0] and x[1] == y[1] for x, y in zip(a, b))
+
+
+def _apply_patches(m: ManagedModule):
+    from ..midi_model.lora import merge_lora
+
+    current = _applied.get(m.module)
+    if current is not None and _same_patches(current[0], m.patches):
+        return
+    with torch.no_grad():
+        if current is not None:  # back to the plain weights first
+            for layer, w in current[1].items():
+                m.module.get_submodule(layer).weight.copy_(w)
+        originals = {layer: m.module.get_submodule(layer).weight.detach().clone()
+                     for updates, _ in m.patches for layer in updates}
+        for updates, strength in m.patches:
+            merge_lora(m.module, updates, strength)
+    _applied[m.module] = (m.patches, originals)
+
+
+def load_models(managed: list[ManagedModule], memory_required: int = 0):
+    """Put these modules on the compute device, weight patches applied. ``memory_required``: bytes
+    the stage needs beyond the weights (ComfyUI offloads other models to make that much room)."""
     if IN_COMFY:
-        _mm.load_models_gpu([m.patcher for m in managed if m.patcher is not None])
+        _mm.load_models_gpu([m.patcher for m in managed if m.patcher is not None],
+                            memory_required=int(memory_required))
         return
     dev = torch_device()
     for m in managed:
         m.module.to(dev)
+        _apply_patches(m)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,10 +26,16 @@ class MIDIModel:
 
     STAGES = LIB_STAGES
 
-    def __init__(self, pipe, name: str, folder: str, dtype: torch.dtype, lora: str | None = None):
+    def __init__(self, pipe, name: str, folder: str, dtype: torch.dtype, lora: str | None = None, managed=None):
         self.pipe, self.name, self.folder, self.dtype, self.lora = pipe, name, folder, dtype, lora
-        self.managed = {attr: host.ManagedModule(getattr(pipe, attr), attr)
-                        for attrs in self.STAGES.values() for attr in attrs}
+        self.managed = managed or {attr: host.ManagedModule(getattr(pipe, attr), attr)
+                                   for attrs in self.STAGES.values() for attr in attrs}
+
+    def with_lora(self, updates: dict, strength: float, label: str) -> "MIDIModel":
+        """Same pipeline and weights; the DiT's manager is a clone that patches the LoRA in when the
+        sampler loads it (core's LoraLoader pattern)."""
+        managed = dict(self.managed, transformer=self.managed["transformer"].with_lora(updates, strength))
+        return MIDIModel(self.pipe, self.name, self.folder, self.dtype, label, managed)
 
     def prepare(self, stage: str):
         host.load_models([self.managed[a] for a in self.STAGES[stage]])
@@ -60,7 +66,8 @@ def _download(entry: str) -> str:
 class LoadMIDIModel:
     DESCRIPTION = ("Loads a MIDI-3D model folder (VAST-AI/MIDI-3D layout) from ComfyUI/models/midi. "
                    "Its parts are managed like core models: each stage moves to the GPU when it runs and is "
-                   "offloaded when memory is needed.")
+                   "offloaded when memory is needed. A LoRA is a patch applied when the DiT loads, so changing "
+                   "lora or lora_strength does not read the model again.")
     CATEGORY = "MIDI"
     FUNCTION = "load"
     RETURN_TYPES = ("MIDI_MODEL",)
@@ -85,7 +92,7 @@ class LoadMIDIModel:
                 "lora": ([NO_LORA] + [f for f in host.list_files("loras") if f.endswith(".safetensors")],
                          {"default": NO_LORA, "tooltip":
                           "Optional LoRA for the DiT from ComfyUI/models/loras (peft or diffusers key names, "
-                          ".safetensors). It is merged into the weights with peft."}),
+                          ".safetensors). Patched into the weights when the DiT loads (the loaded model is reused)."}),
                 "lora_strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05, "tooltip":
                                   "Scale of the LoRA update (1.0 = as trained, 0 = no effect)."}),
                 "download": ("BOOLEAN", {"default": False, "tooltip":
@@ -102,6 +109,12 @@ class LoadMIDIModel:
             return missing_model_message(model)
         return True
 
+    def __init__(self):
+        # ComfyUI keeps one instance per graph node (as core's LoraLoader keeps its file): the model
+        # last loaded here and the LoRA last read, so a LoRA / strength change reuses both.
+        self._base = None  # ((folder, dtype, attention), MIDIModel without LoRA)
+        self._lora = None  # (path, mtime, {layer: LoraUpdate})
+
     def load(self, model, dtype="auto", attention="sdpa", lora=NO_LORA, lora_strength=1.0, download=False):
         folder = host.find_subfolder(model)
         if folder is None:
@@ -109,14 +122,21 @@ class LoadMIDIModel:
                 raise errors.MIDILoadError(missing_model_message(model))
             folder = _download(model)
         torch_dtype = resolve_dtype(dtype, host.torch_device(), auto=host.auto_dtype)
-        load_device = host.offload_device()
-        pipe = MIDIPipeline.from_pretrained(
-            folder, device=load_device, dtype=torch_dtype, attention_backend=attention)
-        lora_name = None
+        path = None
         if lora and lora != NO_LORA:
             path = host.file_path("loras", lora)
             if path is None:
                 raise errors.MIDILoadError(f"LoRA '{lora}' not found in ComfyUI/models/loras: pick another or 'none'")
-            lora_lib.apply_lora(pipe.transformer, path, strength=float(lora_strength))
-            lora_name = f"{lora}@{lora_strength:g}"
-        return (MIDIModel(pipe, model, os.path.abspath(folder), torch_dtype, lora_name),)
+        key = (os.path.abspath(folder), torch_dtype, attention)
+        if self._base is None or self._base[0] != key:
+            self._base = None  # drop the previous model before reading the next
+            pipe = MIDIPipeline.from_pretrained(
+                folder, device=host.offload_device(), dtype=torch_dtype, attention_backend=attention)
+            self._base = (key, MIDIModel(pipe, model, key[0], torch_dtype))
+        base = self._base[1]
+        if path is None:
+            return (base,)
+        mtime = os.path.getmtime(path)
+        if self._lora is None or self._lora[:2] != (path, mtime):
+            self._lora = (path, mtime, lora_lib.load_lora(base.pipe.transformer, path))
+        return (base.with_lora(self._lora[2], float(lora_strength), f"{lora}@{lora_strength:g}"),)

@@ -1,4 +1,4 @@
-"""LoRA adapters merged into the MIDI transformer with peft (midi_model/lora.py) and via LoadMIDIModel."""
+"""LoRA adapters: merged into the MIDI transformer (midi_model/lora.py), and patched on a clone by LoadMIDIModel."""
 from __future__ import annotations
 
 import json
@@ -84,14 +84,42 @@ def test_lora_errors_name_the_problem(transformer, tmp_path):
         apply_lora(transformer, str(tmp_path / "x.pt"))
 
 
-def test_load_node_applies_lora_from_models_loras(comfy_dirs, transformer):
-    from comfyui_midi.nodes.loader import LoadMIDIModel
+def test_load_node_patches_lora_on_a_clone(comfy_dirs, transformer, monkeypatch):
+    """LoadMIDIModel keeps the model it read; a LoRA is a patch on a clone of the DiT's manager, applied when
+    the sampler loads it, so a new strength reads neither the model nor the LoRA file again."""
+    from comfyui_midi.midi_model import lora as pack_lora
+    from comfyui_midi.nodes import loader
 
     sd = _lora_tensors(transformer, seed=3)
     save_file(sd, comfy_dirs / "models" / "loras" / "midi_test_lora.safetensors")
-    assert "midi_test_lora.safetensors" in LoadMIDIModel.INPUT_TYPES()["optional"]["lora"][0]
-    (m,) = LoadMIDIModel().load(TINY, "fp32", "sdpa", lora="midi_test_lora.safetensors", lora_strength=2.0)
-    t = TARGETS[0]
-    expected = transformer.get_submodule(t).weight + 2.0 * _delta(sd, t)
-    torch.testing.assert_close(m.pipe.transformer.get_submodule(t).weight, expected, atol=1e-6, rtol=1e-5)
-    assert m.lora == "midi_test_lora.safetensors@2"
+    assert "midi_test_lora.safetensors" in loader.LoadMIDIModel.INPUT_TYPES()["optional"]["lora"][0]
+    reads = {"model": 0, "lora": 0}
+    from_pretrained, read_lora = loader.MIDIPipeline.from_pretrained, pack_lora.read_lora
+
+    def counted(kind, fn):
+        def wrapper(*a, **k):
+            reads[kind] += 1
+            return fn(*a, **k)
+        return wrapper
+    monkeypatch.setattr(loader.MIDIPipeline, "from_pretrained", staticmethod(counted("model", from_pretrained)))
+    monkeypatch.setattr(pack_lora, "read_lora", counted("lora", read_lora))
+
+    node = loader.LoadMIDIModel()                      # ComfyUI keeps one instance per graph node
+    (plain,) = node.load(TINY, "fp32", "sdpa")
+    (x2,) = node.load(TINY, "fp32", "sdpa", lora="midi_test_lora.safetensors", lora_strength=2.0)
+    (x05,) = node.load(TINY, "fp32", "sdpa", lora="midi_test_lora.safetensors", lora_strength=0.5)
+    assert reads == {"model": 1, "lora": 1}
+    assert x2.pipe is plain.pipe and x05.pipe is plain.pipe and x2.lora == "midi_test_lora.safetensors@2"
+    layer = plain.pipe.transformer.get_submodule(TARGETS[0])
+    base = transformer.get_submodule(TARGETS[0]).weight
+    torch.testing.assert_close(layer.weight, base, atol=0, rtol=0)          # nothing merged by loading
+    for model, strength in ((x2, 2.0), (x05, 0.5), (plain, 0.0), (x2, 2.0)):
+        model.prepare("sample")                                            # what MIDI Sampler does first
+        torch.testing.assert_close(layer.weight, base + strength * _delta(sd, TARGETS[0]), atol=1e-6, rtol=1e-5)
+    plain.prepare("sample")
+    torch.testing.assert_close(layer.weight, base, atol=0, rtol=0)          # the plain weights come back exactly
+    other = plain.pipe.transformer.get_submodule("blocks.1.attn1.to_q").weight
+    torch.testing.assert_close(other, transformer.get_submodule("blocks.1.attn1.to_q").weight, atol=0, rtol=0)
+    # another dtype is another model: read again
+    node.load(TINY, "bf16", "sdpa", lora="midi_test_lora.safetensors", lora_strength=1.0)
+    assert reads["model"] == 2
