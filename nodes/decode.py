@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 from . import host
-from ..midi_model import meshing
+from ..midi_model import memory, meshing
 from ..midi_model.mesh_cache import MeshCache
+from ..midi_model.vae import DECODE_CHUNK
 from ..midi_model.errors import MIDIInputError
 
 
@@ -109,7 +110,8 @@ class DecodeToMeshes:
         lat = latents["samples"] if isinstance(latents, dict) else latents
         if not isinstance(lat, torch.Tensor) or lat.ndim != 3:
             raise MIDIInputError("latents: expected MIDI_LATENTS from MIDI Sampler")
-        pipe = midi_model.prepare("decode")
+        need = memory.decode_bytes(midi_model.pipe, lat.shape[0], DECODE_CHUNK, decoder)
+        pipe = midi_model.prepare("decode", need)
         bar = host.Progress(1, node_id=unique_id)
         with torch.inference_mode():
             meshes, reused = pipe.decode_reusing(lat, DECODED, octree_depth=int(octree_depth), decoder=decoder,

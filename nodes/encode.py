@@ -6,6 +6,7 @@ import torch
 
 from . import host
 from ..midi_model import inputs  # the library's input layer: the same checks as the CLI
+from ..midi_model import memory
 
 
 class EncodeMultiInstanceCondition:
@@ -32,7 +33,7 @@ class EncodeMultiInstanceCondition:
     def encode(self, midi_model, image, masks, image_padding=False):
         rgb = inputs.as_rgb_uint8(image, "image")
         m = inputs.prepare_masks(masks, rgb.shape[:2], "masks")
-        pipe = midi_model.prepare("encode")
+        pipe = midi_model.prepare("encode", memory.encode_bytes(midi_model.pipe, num_instances=len(m)))
         with torch.inference_mode():
             cond = pipe.encode(rgb, m, image_padding=bool(image_padding))
         preview = torch.from_numpy(cond.instance_rgb.astype(np.float32) / 255.0).to(host.intermediate_device())

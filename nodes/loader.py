@@ -37,8 +37,10 @@ class MIDIModel:
         managed = dict(self.managed, transformer=self.managed["transformer"].with_lora(updates, strength))
         return MIDIModel(self.pipe, self.name, self.folder, self.dtype, label, managed)
 
-    def prepare(self, stage: str):
-        host.load_models([self.managed[a] for a in self.STAGES[stage]])
+    def prepare(self, stage: str, memory_required: int = 0):
+        """Load this stage's modules (LoRA patches applied); ``memory_required``: the stage's working
+        memory (midi_model.memory), so ComfyUI offloads other models to make room for it too."""
+        host.load_models([self.managed[a] for a in self.STAGES[stage]], memory_required)
         return self.pipe
 
     def __repr__(self):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import host
+from ..midi_model import memory
 
 
 class MIDISampler:
@@ -32,7 +33,8 @@ class MIDISampler:
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def sample(self, midi_model, conditioning, seed, steps, guidance, unique_id=None):
-        pipe = midi_model.prepare("sample")
+        need = memory.sample_bytes(midi_model.pipe, conditioning.num_instances, float(guidance))
+        pipe = midi_model.prepare("sample", need)
         bar = host.Progress(steps, node_id=unique_id)
         with torch.inference_mode():
             rec = pipe.sample_recorded(conditioning, seed=int(seed), steps=int(steps),

@@ -6,7 +6,7 @@ import torch
 
 from . import host
 from ..midi_model import inputs
-from ..midi_model import errors, hub
+from ..midi_model import errors, hub, memory
 
 MODES = ["text", "boxes", "points", "automatic", "label_map", "masks"]
 SAM_FOLDER = "sams"
@@ -18,29 +18,20 @@ TOO_MANY = ["error", "keep_first"]
 host.register_model_folder(SAM_FOLDER)
 host.register_model_folder(DINO_FOLDER)
 
-_cache: dict = {}  # one SAM and one Grounding DINO stay loaded between runs
 
-
-def _cached(kind: str, key, load):
-    hit = _cache.get(kind)
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    _cache.pop(kind, None)
-    model = load()
-    _cache[kind] = (key, model)
-    return model
-
-
-def _load_sam(path, device):
+def _load_sam(path):
+    """-> (SAM, its manager, working memory). Read onto the offload device; ComfyUI moves it."""
     from ..midi_model.segmentation.sam_loader import load_sam
 
-    return load_sam(path, device=device)
+    sam = load_sam(path, device=host.offload_device())
+    return sam, host.ManagedModule(sam, "sam"), memory.sam_bytes(sam)
 
 
-def _load_dino(folder, device):
+def _load_dino(folder):
     from ..midi_model.segmentation.grounding_dino import load_grounding_dino
 
-    return load_grounding_dino(folder, device=device)
+    det = load_grounding_dino(folder, device=host.offload_device())
+    return det, host.ManagedModule(det.model, "grounding_dino"), memory.grounding_dino_bytes(det.model)
 
 
 def sam_choices() -> list[str]:
@@ -130,6 +121,19 @@ class SegmentScene:
             return f"mode '{mode}': use one of {', '.join(MODES)}"
         return missing_models(mode, sam_model, grounding_dino) or True
 
+    def __init__(self):
+        # The SAM and Grounding DINO this node last used, under ComfyUI's model management (it moves
+        # and offloads them like core models). Kept per graph node, as core's LoraLoader keeps its
+        # file: ComfyUI drops them with the node (or on "free model and node cache").
+        self._models = {}
+
+    def _model(self, kind: str, key: str, load):
+        hit = self._models.get(kind)
+        if hit is None or hit[0] != key:
+            self._models.pop(kind, None)  # release the previous one first
+            hit = self._models[kind] = (key, *load(key))
+        return hit[1:]
+
     def segment(self, image, mode, prompt="", boxes="", points="", sam_model=NO_SAM, grounding_dino=NO_SAM,
                 box_threshold=0.3, text_threshold=0.3, max_instances=7, too_many="error",
                 allow_more_instances=False, min_area=0.001, seg_map=None, masks=None):
@@ -141,7 +145,7 @@ class SegmentScene:
         kw = dict(box_threshold=float(box_threshold), text_threshold=float(text_threshold),
                   max_instances=int(max_instances), too_many=too_many,
                   allow_more_instances=bool(allow_more_instances), min_area=float(min_area))
-        device = host.torch_device()
+        managed = []
         if mode == "label_map":
             if seg_map is None:
                 raise errors.MIDIInputError("Segment Scene: mode label_map needs a seg map on the seg_map input")
@@ -155,13 +159,14 @@ class SegmentScene:
             if missing:
                 raise errors.MIDILoadError(missing)
             if mode in SAM_MODES:
-                path = host.file_path(SAM_FOLDER, sam_model)
-                kw["sam"] = _cached("sam", (path, str(device)), lambda: _load_sam(path, device))
+                kw["sam"], *m = self._model("sam", host.file_path(SAM_FOLDER, sam_model), _load_sam)
+                managed.append(m)
             if mode == "text":
-                folder = host.find_subfolder(grounding_dino, DINO_FOLDER)
-                kw["detector"] = _cached("dino", (folder, str(device)),
-                                         lambda: _load_dino(folder, device))
+                kw["detector"], *m = self._model("dino", host.find_subfolder(grounding_dino, DINO_FOLDER), _load_dino)
+                managed.append(m)
             kw.update(prompt=prompt, boxes=boxes or None, points=points or None)
+        if managed:  # both fit at once: SAM runs right after the detector
+            host.load_models([m for m, _ in managed], memory_required=max(need for _, need in managed))
         with torch.inference_mode():
             res = segment_scene(rgb, mode, **kw)
         dev = host.intermediate_device()
