@@ -132,6 +132,7 @@ class LoadMIDIModel:
         key = (os.path.abspath(folder), torch_dtype, attention)
         if self._base is None or self._base[0] != key:
             self._base = None  # drop the previous model before reading the next
+            host.log.info("MIDI: reading model %s (%s, %s attention)", key[0], torch_dtype, attention)
             pipe = MIDIPipeline.from_pretrained(
                 folder, device=host.offload_device(), dtype=torch_dtype, attention_backend=attention)
             self._base = (key, MIDIModel(pipe, model, key[0], torch_dtype))
@@ -140,5 +141,6 @@ class LoadMIDIModel:
             return (base,)
         mtime = os.path.getmtime(path)
         if self._lora is None or self._lora[:2] != (path, mtime):
+            host.log.info("MIDI: reading LoRA %s", path)
             self._lora = (path, mtime, lora_lib.load_lora(base.pipe.transformer, path))
         return (base.with_lora(self._lora[2], float(lora_strength), f"{lora}@{lora_strength:g}"),)
