@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import host
-from ..midi_model import trajectory
+from ..midi_model import memory, trajectory
 from ..midi_model.errors import MIDIInputError
 from .sampler import latents_output
 
@@ -55,7 +55,8 @@ class MIDIRerollObjects:
         names = [s.strip() for s in labels.split(",")] if labels else []
         redo = trajectory.parse_objects(reroll, n, names, what="reroll")
         drop = trajectory.parse_objects(remove, n, names, what="remove")
-        pipe = midi_model.prepare("sample")
+        need = memory.sample_bytes(midi_model.pipe, n, rec.settings["guidance"])
+        pipe = midi_model.prepare("sample", need)
         bar = host.Progress(rec.steps, node_id=unique_id)
         seeds = None
         if per_object_seed:
