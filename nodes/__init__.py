@@ -5,6 +5,7 @@
 from . import host
 from .decode import DecodeToMeshes
 from .encode import EncodeMultiInstanceCondition
+from .examples import LoadMIDIExample
 from .loader import LoadMIDIModel
 from .reroll import MIDIRerollObjects
 from .sampler import MIDISampler
@@ -12,6 +13,7 @@ from .scene import SaveMIDIScene
 from .segment import SegmentScene
 
 NODE_CLASS_MAPPINGS = {
+    "LoadMIDIExample": LoadMIDIExample,
     "LoadMIDIModel": LoadMIDIModel,
     "SegmentScene": SegmentScene,
     "EncodeMultiInstanceCondition": EncodeMultiInstanceCondition,
@@ -25,6 +27,7 @@ for _cls in NODE_CLASS_MAPPINGS.values():
     host.readable_errors(_cls)  # the UI shows 'MIDILoadError: <message>', not the pack's folder path
 
 NODE_DISPLAY_NAME_MAPPINGS = {
+    "LoadMIDIExample": "Load MIDI Example",
     "LoadMIDIModel": "Load MIDI Model",
     "SegmentScene": "Segment Scene",
     "EncodeMultiInstanceCondition": "Encode Multi-Instance Condition",

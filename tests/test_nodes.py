@@ -37,7 +37,7 @@ def test_pack_imports_like_comfyui():
     sys.modules[name] = mod
     try:
         spec.loader.exec_module(mod)
-        assert set(mod.NODE_CLASS_MAPPINGS) == {"LoadMIDIModel", "SegmentScene", "EncodeMultiInstanceCondition",
+        assert set(mod.NODE_CLASS_MAPPINGS) == {"LoadMIDIExample", "LoadMIDIModel", "SegmentScene", "EncodeMultiInstanceCondition",
                                                 "MIDISampler", "MIDIRerollObjects", "DecodeToMeshes", "SaveMIDIScene"}
         assert set(mod.NODE_DISPLAY_NAME_MAPPINGS) == set(mod.NODE_CLASS_MAPPINGS)
         assert mod.NODE_DISPLAY_NAME_MAPPINGS["EncodeMultiInstanceCondition"] == "Encode Multi-Instance Condition"

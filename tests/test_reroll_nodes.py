@@ -93,15 +93,14 @@ def test_reroll_node_errors(chain, midi_model):
         node.reroll(midi_model, cond, lat, "4", 7)
 
 
-def test_reroll_workflow_runs_as_shipped(comfy_dirs, scene_image, seg_image):
-    """workflows/reroll_objects.json, as shipped except the tiny model's CPU speed (2 steps, depth 4):
+def test_reroll_workflow_runs_as_shipped(comfy_dirs):
+    """workflows/Reroll objects in a 3D scene.json, as shipped except the tiny model's CPU speed (2 steps, depth 4):
     the 'after' scene keeps objects 1 and 3 of the 'before' scene exactly and re-rolls object 2."""
     import trimesh
-    from test_workflows import LoadImage, Preview3D, convert, run_api
+    from test_workflows import REROLL_WF, Preview3D, convert, run_api
 
-    LoadImage.IMAGES = {"midi_example.png": scene_image, "midi_example_seg.png": seg_image}
     Preview3D.SHOWN.clear()
-    wf, api = convert("reroll_objects.json", comfy_dirs)
+    wf, api = convert(REROLL_WF, comfy_dirs)   # the pack's example scene (bedroom)
     by = {n["class_type"]: n["inputs"] for n in api.values()}
     assert by["MIDIRerollObjects"]["reroll"] == "2" and by["MIDIRerollObjects"]["seed"] == 7
     assert by["MIDISampler"]["steps"] == 50 and by["LoadMIDIModel"]["model"] == "MIDI-3D"

@@ -22,7 +22,11 @@ from comfyui_midi.nodes import host
 sys.path.insert(0, str(_require(SHARED / "tools" / "comfy_host")))
 from comfy_workflow import ui_to_api  # noqa: E402  (stdlib converter, no server needed)
 
-WORKFLOWS = ["image_to_scene.json", "seg_map_to_scene.json", "sdxl_to_scene.json"]
+# file names are the template browser's card titles (frontend 1.45 shows custom-node templates by name)
+IMAGE_WF, SEG_WF, SDXL_WF = ("3D scene from an image and a text prompt.json", "3D scene from a seg map.json",
+                             "3D scene from an SDXL prompt.json")
+REROLL_WF = "Reroll objects in a 3D scene.json"
+WORKFLOWS = [IMAGE_WF, SEG_WF, SDXL_WF]
 P3D = "STRING,FILE_3D_GLB,FILE_3D_GLTF,FILE_3D_FBX,FILE_3D_OBJ,FILE_3D_STL,FILE_3D_USDZ,FILE_3D"
 
 
@@ -201,8 +205,8 @@ def test_workflow_converts_with_our_input_types(name, comfy_dirs, scene_image):
     assert isinstance(by["Preview3D"]["model_file"], list)          # linked to Save MIDI Scene's model_file
     assert isinstance(by["SaveMIDIScene"]["names"], list)           # linked to Segment Scene's labels
     mode = by["SegmentScene"]["mode"]
-    assert mode == ("label_map" if name == "seg_map_to_scene.json" else "text")
-    if name == "sdxl_to_scene.json":
+    assert mode == ("label_map" if name == SEG_WF else "text")
+    if name == SDXL_WF:
         assert {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode"} <= set(types)
         assert types.count("CLIPTextEncode") == 2
     # every widget value of our nodes passes validation as the host does it: VALIDATE_INPUTS for the inputs
@@ -231,11 +235,10 @@ def test_workflow_converts_with_our_input_types(name, comfy_dirs, scene_image):
                 assert verdict is True, (n["class_type"], verdict)
 
 
-def test_seg_map_workflow_runs_on_golden_checkpoint(comfy_dirs, scene_image, seg_image):
+def test_seg_map_workflow_runs_on_golden_checkpoint(comfy_dirs):
     """As shipped, except the tiny model's CPU speed: 4 steps and octree depth 5 instead of 50 / 8."""
-    LoadImage.IMAGES = {"midi_example.png": scene_image, "midi_example_seg.png": seg_image}
     Preview3D.SHOWN.clear()
-    _, api = convert("seg_map_to_scene.json", comfy_dirs)
+    _, api = convert(SEG_WF, comfy_dirs)   # the pack's example scene (bedroom): nothing from ComfyUI/input
     for n in api.values():
         if n["class_type"] == "MIDISampler":
             n["inputs"]["steps"] = 4
@@ -253,7 +256,7 @@ def test_seg_map_workflow_runs_on_golden_checkpoint(comfy_dirs, scene_image, seg
     assert all(len(g.faces) > 100 for g in scene.geometry.values())
 
 
-@pytest.mark.parametrize("name", ["image_to_scene.json", "sdxl_to_scene.json"])
+@pytest.mark.parametrize("name", [IMAGE_WF, SDXL_WF])
 def test_text_workflows_run_with_tiny_segmenters(name, comfy_dirs, scene_image, tiny_segmenters):
     """Text mode with a tiny random SAM + Grounding DINO (thresholds 0 so they detect something)."""
     # a 192x256 crop: the tiny Grounding DINO's last feature map is 1x1 (GroupNorm fails) for square inputs
@@ -268,6 +271,8 @@ def test_text_workflows_run_with_tiny_segmenters(name, comfy_dirs, scene_image, 
             i["steps"] = 2
         if n["class_type"] == "DecodeToMeshes":
             i["octree_depth"] = 4
+        if n["class_type"] == "LoadMIDIExample":   # the tiny Grounding DINO needs the non-square picture
+            n.update(class_type="LoadImage", inputs={"image": "midi_example.png"})
         if n["class_type"] == "SegmentScene":
             i.update(sam_model=tiny_segmenters["sam"], grounding_dino=tiny_segmenters["dino"],
                      box_threshold=0.0, text_threshold=0.0, max_instances=2, too_many="keep_first", min_area=0.0)
@@ -275,3 +280,52 @@ def test_text_workflows_run_with_tiny_segmenters(name, comfy_dirs, scene_image, 
     assert len(Preview3D.SHOWN) == 1
     scene = trimesh.load(comfy_dirs / "output" / Preview3D.SHOWN[0])
     assert 1 <= len(scene.graph.nodes_geometry) <= 2
+
+
+# ------------------------------------------------------------------------------------------------
+# what the template browser and the frontend's missing-model check read
+MODEL_EXTS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".onnx", ".gguf")  # frontend 1.45's list
+MODEL_DIRS = {("SegmentScene", "sam_model"): "sams", ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints"}
+
+
+def all_templates():
+    return sorted(p.name for p in (ROOT / "workflows").glob("*.json"))
+
+
+def test_every_template_is_tested_and_has_a_thumbnail():
+    assert all_templates() == sorted(WORKFLOWS + [REROLL_WF])
+    for p in (ROOT / "workflows").iterdir():
+        # ComfyUI lists every *.json here as a template and serves <name>.jpg as its card's picture
+        assert p.suffix in (".json", ".jpg"), p.name
+    for name in all_templates():
+        thumb = ROOT / "workflows" / (name[:-len(".json")] + ".jpg")
+        assert thumb.is_file(), thumb.name
+        assert thumb.read_bytes()[:3] == b"\xff\xd8\xff" and thumb.stat().st_size < 150_000, thumb.name
+
+
+@pytest.mark.parametrize("name", all_templates())
+def test_template_needs_nothing_in_the_input_folder(name):
+    wf = json.loads((ROOT / "workflows" / name).read_text())
+    types = [n["type"] for n in wf["nodes"]]
+    assert "LoadImage" not in types, "the pack's example scenes come through Load MIDI Example"
+    for n in wf["nodes"]:
+        if n["type"] == "LoadMIDIExample":
+            assert n["widgets_values"][0] in nodes.NODE_CLASS_MAPPINGS["LoadMIDIExample"].INPUT_TYPES()[
+                "required"]["example"][0]
+
+
+@pytest.mark.parametrize("name", all_templates())
+def test_single_file_models_carry_download_metadata(name, comfy_dirs):
+    """Every combo value that is a model file (what the frontend checks) names its url and folder."""
+    wf, api = convert(name, comfy_dirs)
+    ui_by_id = {str(n["id"]): n for n in wf["nodes"]}
+    found = 0
+    for nid, n in api.items():
+        for k, v in n["inputs"].items():
+            if isinstance(v, str) and v.lower().endswith(MODEL_EXTS):
+                meta = {m["name"]: m for m in ui_by_id[nid]["properties"].get("models", [])}
+                assert v in meta, (name, n["class_type"], k)
+                assert meta[v]["directory"] == MODEL_DIRS[(n["class_type"], k)]
+                assert meta[v]["url"].startswith("https://") and meta[v]["url"].endswith("/" + v)
+                found += 1
+    assert found == {IMAGE_WF: 1, SDXL_WF: 2}.get(name, 0)
