@@ -10,4 +10,7 @@ else:
     # folder name is no Python identifier (e.g. "ComfyUI-MIDI"). There is no node to offer then.
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+# the editor extension (web/js/segment_scene_modes.js): Segment Scene shows only its mode's widgets
+WEB_DIRECTORY = "./web/js"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

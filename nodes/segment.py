@@ -43,6 +43,18 @@ def dino_choices() -> list[str]:
     return host.list_subfolders(DINO_FOLDER) + [NO_SAM]  # only folders that exist; "none" for the other modes
 
 
+# Which widgets each mode reads (the others are hidden in the editor by web/js/segment_scene_modes.js,
+# which gets this table through the mode input's options). mode, max_instances, too_many and
+# allow_more_instances apply to every mode.
+WIDGETS_BY_MODE = {
+    "text": ["prompt", "sam_model", "grounding_dino", "box_threshold", "text_threshold", "min_area"],
+    "boxes": ["boxes", "sam_model", "min_area"],
+    "points": ["points", "sam_model", "min_area"],
+    "automatic": ["sam_model", "min_area"],
+    "label_map": [],
+    "masks": [],
+}
+
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
 DINO_REPO = "IDEA-Research/grounding-dino-tiny"
 SAM_MODES = ("text", "boxes", "points", "automatic")
@@ -80,7 +92,7 @@ class SegmentScene:
     def INPUT_TYPES(cls):
         return {"required": {
             "image": ("IMAGE", {"tooltip": "The scene image (one image, not a batch)."}),
-            "mode": (MODES, {"default": "text", "tooltip":
+            "mode": (MODES, {"default": "text", "widgets_by_mode": WIDGETS_BY_MODE, "tooltip":
                      "text: name the objects. boxes / points: pixel prompts for SAM. automatic: SAM finds objects. "
                      "label_map: connect a seg map to seg_map. masks: connect a MASK batch to masks."}),
             "prompt": ("STRING", {"default": "", "multiline": False, "tooltip":
