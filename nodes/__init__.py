@@ -11,6 +11,7 @@ from .reroll import MIDIRerollObjects
 from .sampler import MIDISampler
 from .scene import SaveMIDIScene
 from .segment import SegmentScene
+from .texture import AlignSceneToImage, BakeViews, RenderViews, TextureFromImage
 
 NODE_CLASS_MAPPINGS = {
     "LoadMIDIExample": LoadMIDIExample,
@@ -21,6 +22,10 @@ NODE_CLASS_MAPPINGS = {
     "MIDIRerollObjects": MIDIRerollObjects,
     "DecodeToMeshes": DecodeToMeshes,
     "SaveMIDIScene": SaveMIDIScene,
+    "AlignSceneToImage": AlignSceneToImage,
+    "TextureFromImage": TextureFromImage,
+    "RenderViews": RenderViews,
+    "BakeViews": BakeViews,
 }
 
 for _cls in NODE_CLASS_MAPPINGS.values():
@@ -35,4 +40,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "MIDIRerollObjects": "MIDI Re-roll Objects",
     "DecodeToMeshes": "Decode To Meshes",
     "SaveMIDIScene": "Save MIDI Scene",
+    "AlignSceneToImage": "Align Scene To Image",
+    "TextureFromImage": "Texture From Image",
+    "RenderViews": "Render Views (MV-Adapter)",
+    "BakeViews": "Bake Views",
 }

@@ -30,7 +30,9 @@ def decoder_choices() -> list[str]:
 
 def meshes_to_core(meshes):
     """list of trimesh -> core MESH: a variable-size batch (B = objects), zero-padded faces,
-    padded vertices repeat the item's first vertex, real sizes in vertex_counts / face_counts."""
+    padded vertices repeat the item's first vertex, real sizes in vertex_counts / face_counts.
+    Textured meshes (uv + base-colour image, all the same size) also fill ``uvs`` / ``texture``;
+    meshes with vertex colours fill ``vertex_colors``."""
     dev = host.intermediate_device()
     b = len(meshes)
     nv = [len(m.vertices) for m in meshes]
@@ -45,13 +47,40 @@ def meshes_to_core(meshes):
             verts[i, nv[i]:] = v[0]
         if nf[i]:
             faces[i, :nf[i]] = torch.from_numpy(np.asarray(m.faces, np.int64))
+    uvs = texture = colors = None
+    images = [_texture_image(m) for m in meshes]
+    if b and all(im is not None for im in images) and len({im.shape for im in images}) == 1:
+        uvs = torch.zeros((b, vmax, 2), dtype=torch.float32)
+        for i, m in enumerate(meshes):  # trimesh keeps v up; the core MESH has glTF's v down
+            uv = np.asarray(m.visual.uv, np.float32)
+            uvs[i, :nv[i]] = torch.from_numpy(np.stack([uv[:, 0], 1 - uv[:, 1]], 1))
+        texture = torch.from_numpy(np.stack(images).astype(np.float32) / 255.0).to(dev)
+        uvs = uvs.to(dev)
+    elif b and all(getattr(m.visual, "kind", None) == "vertex" for m in meshes):
+        colors = torch.zeros((b, vmax, 4), dtype=torch.float32)
+        for i, m in enumerate(meshes):
+            colors[i, :nv[i]] = torch.from_numpy(np.asarray(m.visual.vertex_colors, np.float32) / 255.0)
+        colors = colors.to(dev)
     return host.make_mesh(verts.to(dev), faces.to(dev),
-                          torch.tensor(nv, dtype=torch.int64, device=dev), torch.tensor(nf, dtype=torch.int64, device=dev))
+                          torch.tensor(nv, dtype=torch.int64, device=dev), torch.tensor(nf, dtype=torch.int64, device=dev),
+                          uvs=uvs, texture=texture, vertex_colors=colors)
+
+
+def _texture_image(mesh):
+    """(H, W, 3) uint8 base colour of a trimesh with uvs, or None."""
+    visual = getattr(mesh, "visual", None)
+    if getattr(visual, "kind", None) != "texture" or getattr(visual, "uv", None) is None:
+        return None
+    mat = visual.material
+    img = getattr(mat, "baseColorTexture", None) or getattr(mat, "image", None)
+    return None if img is None else np.asarray(img.convert("RGB"))
 
 
 def core_to_meshes(mesh):
-    """core MESH (any host version, with or without counts) -> list of trimesh, one per item."""
+    """core MESH (any host version, with or without counts) -> list of trimesh, one per item;
+    ``uvs`` + ``texture`` become a base-colour texture, ``vertex_colors`` vertex colours."""
     import trimesh
+    from PIL import Image
 
     v = getattr(mesh, "vertices", None)
     f = getattr(mesh, "faces", None)
@@ -59,16 +88,32 @@ def core_to_meshes(mesh):
         raise MIDIInputError(f"mesh: expected a MESH (vertices + faces), got {type(mesh).__name__}")
     v = torch.as_tensor(v)
     f = torch.as_tensor(f)
+    uvs, tex, col = (getattr(mesh, k, None) for k in ("uvs", "texture", "vertex_colors"))
     if v.ndim == 2:
         v, f = v[None], f[None]
+        uvs = uvs[None] if uvs is not None and uvs.ndim == 2 else uvs
+        tex = tex[None] if tex is not None and tex.ndim == 3 else tex
+        col = col[None] if col is not None and col.ndim == 2 else col
     vc = getattr(mesh, "vertex_counts", None)
     fc = getattr(mesh, "face_counts", None)
     out = []
     for i in range(v.shape[0]):
         n = int(vc[i]) if vc is not None else v.shape[1]
         m = int(fc[i]) if fc is not None else f.shape[1]
-        out.append(trimesh.Trimesh(v[i, :n].detach().float().cpu().numpy(),
-                                   f[i, :m].detach().cpu().numpy().astype(np.int64), process=False))
+        tm = trimesh.Trimesh(v[i, :n].detach().float().cpu().numpy(),
+                             f[i, :m].detach().cpu().numpy().astype(np.int64), process=False)
+        if uvs is not None and tex is not None:
+            uv = uvs[i, :n].detach().float().cpu().numpy()
+            img = (tex[min(i, tex.shape[0] - 1), ..., :3].detach().float().cpu().clamp(0, 1) * 255 + 0.5)
+            material = trimesh.visual.material.PBRMaterial(
+                baseColorTexture=Image.fromarray(img.to(torch.uint8).numpy()), metallicFactor=0.0, roughnessFactor=1.0)
+            tm.visual = trimesh.visual.TextureVisuals(uv=np.stack([uv[:, 0], 1 - uv[:, 1]], 1), material=material)
+        elif col is not None:
+            c = col[i, :n].detach().float().cpu().clamp(0, 1).numpy()
+            if c.shape[1] == 3:
+                c = np.concatenate([c, np.ones((len(c), 1), c.dtype)], 1)
+            tm.visual = trimesh.visual.ColorVisuals(tm, vertex_colors=(c * 255 + 0.5).astype(np.uint8))
+        out.append(tm)
     return out
 
 

@@ -75,17 +75,20 @@ except (TypeError, ValueError):
     MESH_HAS_COUNTS = False
 
 
-def make_mesh(vertices, faces, vertex_counts, face_counts):
+def make_mesh(vertices, faces, vertex_counts, face_counts, uvs=None, texture=None, vertex_colors=None):
     """Core MESH from padded (B,N,3)/(B,M,3) tensors and per-item counts.
 
-    ComfyUI >= 0.27 carries the counts in the object (variable-size batch). Older hosts
-    (0.8) have ``MESH(vertices, faces)`` only; the counts are then attached as plain
-    attributes so this pack still slices exactly (core nodes see the padded arrays).
+    ComfyUI >= 0.27 carries the counts in the object (variable-size batch) and optional
+    ``uvs`` (B,N,2, glTF convention), a base-colour ``texture`` (B,H,W,3) and ``vertex_colors``.
+    Older hosts (0.8) have ``MESH(vertices, faces)`` only; the rest is then attached as plain
+    attributes so this pack still reads it (core nodes see the padded arrays).
     """
     if MESH_HAS_COUNTS:
-        return MESH(vertices=vertices, faces=faces, vertex_counts=vertex_counts, face_counts=face_counts)
+        return MESH(vertices=vertices, faces=faces, vertex_counts=vertex_counts, face_counts=face_counts,
+                    uvs=uvs, texture=texture, vertex_colors=vertex_colors)
     mesh = MESH(vertices, faces)
     mesh.vertex_counts, mesh.face_counts = vertex_counts, face_counts
+    mesh.uvs, mesh.texture, mesh.vertex_colors = uvs, texture, vertex_colors
     return mesh
 
 

@@ -19,6 +19,11 @@ class TexturedObject:
     texture: np.ndarray      # (T, T, 3) uint8 base colour
     seen: np.ndarray         # (T, T) bool: the texel's colour came from an image (photo or view)
     used: np.ndarray         # (T, T) bool: the texel lies on the atlas
+    photo: np.ndarray = None  # (T, T) bool: the colour came from the photo (it wins over generated views)
+
+    def __post_init__(self):
+        if self.photo is None:
+            self.photo = self.seen.copy()
 
 
 def as_float_image(image) -> torch.Tensor:
@@ -70,3 +75,23 @@ def vertex_colours(obj: TexturedObject) -> np.ndarray:
     y = np.clip(np.floor(uv[:, 1]).astype(int), 0, T - 1)
     rgb = obj.texture[y, x]
     return np.concatenate([rgb, np.full((len(rgb), 1), 255, np.uint8)], 1)
+
+
+def textured_object(vertices, faces, uvs, texture, photo=None) -> TexturedObject:
+    """Rebuild a TexturedObject from plain arrays (e.g. a MESH item with uvs and a texture).
+
+    ``photo`` (T, T) marks texels whose colour came from the photo; without it none is protected."""
+    from .bake import texels
+
+    tex = np.asarray(texture)
+    if tex.dtype != np.uint8:
+        tex = (np.clip(tex, 0, 1) * 255 + 0.5).astype(np.uint8)
+    tex = np.ascontiguousarray(tex[..., :3])
+    if tex.shape[0] != tex.shape[1]:
+        raise MIDIInputError(f"texture: {tex.shape[1]}x{tex.shape[0]} is not square; textures from "
+                             "Texture From Image are square")
+    v = np.asarray(vertices, np.float64)
+    u = Unwrapped(v, np.asarray(faces, np.int64), np.asarray(uvs, np.float64), np.arange(len(v)))
+    used = texels(u, tex.shape[0]).used.numpy()
+    photo = np.zeros(used.shape, bool) if photo is None else np.asarray(photo, bool)
+    return TexturedObject(u, tex, photo.copy(), used, photo)
