@@ -94,6 +94,7 @@ class TextureFromImage:
     FUNCTION = "texture"
     RETURN_TYPES = ("MESH",)
     RETURN_NAMES = ("textured_meshes",)
+    OUTPUT_TOOLTIPS = ("One mesh per object with uvs and a base-colour texture (or vertex colours).",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -203,6 +204,7 @@ class BakeViews:
     FUNCTION = "bake"
     RETURN_TYPES = ("MESH",)
     RETURN_NAMES = ("textured_meshes",)
+    OUTPUT_TOOLTIPS = ("The meshes, this object's texture updated from the views.",)
 
     @classmethod
     def INPUT_TYPES(cls):

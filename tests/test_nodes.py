@@ -37,8 +37,10 @@ def test_pack_imports_like_comfyui():
     sys.modules[name] = mod
     try:
         spec.loader.exec_module(mod)
-        assert set(mod.NODE_CLASS_MAPPINGS) == {"LoadMIDIExample", "LoadMIDIModel", "SegmentScene", "EncodeMultiInstanceCondition",
-                                                "MIDISampler", "MIDIRerollObjects", "DecodeToMeshes", "SaveMIDIScene"}
+        assert set(mod.NODE_CLASS_MAPPINGS) == {"LoadMIDIExample", "LoadMIDIModel", "SegmentScene",
+                                                "EncodeMultiInstanceCondition", "MIDISampler", "MIDIRerollObjects",
+                                                "DecodeToMeshes", "SaveMIDIScene", "AlignSceneToImage",
+                                                "TextureFromImage", "RenderViews", "BakeViews"}
         assert set(mod.NODE_DISPLAY_NAME_MAPPINGS) == set(mod.NODE_CLASS_MAPPINGS)
         assert mod.NODE_DISPLAY_NAME_MAPPINGS["EncodeMultiInstanceCondition"] == "Encode Multi-Instance Condition"
         # the nodes use the pack's own library copy (a sibling package), not whatever 'midi_model' is on sys.path
