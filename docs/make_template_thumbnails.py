@@ -94,11 +94,19 @@ def reroll_card():
     return caption(img, [("re-roll one object, keep the rest", True), ("same scene, object 2 sampled again", False)])
 
 
+def textured_card():
+    rgb, seg = example("bedroom")
+    img = pair(rgb, overlay(rgb, seg, 0.35))
+    return caption(img, [("picture + seg map -> textured 3D scene", True),
+                         ("camera from the masks, colours from the picture", False)])
+
+
 CARDS = {
     "3D scene from a seg map": seg_map_card,
     "3D scene from an image and a text prompt": image_prompt_card,
     "3D scene from an SDXL prompt": sdxl_card,
     "Reroll objects in a 3D scene": reroll_card,
+    "Textured 3D scene from a seg map": textured_card,
 }
 
 

@@ -26,6 +26,7 @@ from comfy_workflow import ui_to_api  # noqa: E402  (stdlib converter, no server
 IMAGE_WF, SEG_WF, SDXL_WF = ("3D scene from an image and a text prompt.json", "3D scene from a seg map.json",
                              "3D scene from an SDXL prompt.json")
 REROLL_WF = "Reroll objects in a 3D scene.json"
+TEXTURED_WF = "Textured 3D scene from a seg map.json"   # run in tests/test_texture_workflow.py
 WORKFLOWS = [IMAGE_WF, SEG_WF, SDXL_WF]
 P3D = "STRING,FILE_3D_GLB,FILE_3D_GLTF,FILE_3D_FBX,FILE_3D_OBJ,FILE_3D_STL,FILE_3D_USDZ,FILE_3D"
 
@@ -293,7 +294,7 @@ def all_templates():
 
 
 def test_every_template_is_tested_and_has_a_thumbnail():
-    assert all_templates() == sorted(WORKFLOWS + [REROLL_WF])
+    assert all_templates() == sorted(WORKFLOWS + [REROLL_WF, TEXTURED_WF])
     for p in (ROOT / "workflows").iterdir():
         # ComfyUI lists every *.json here as a template and serves <name>.jpg as its card's picture
         assert p.suffix in (".json", ".jpg"), p.name
