@@ -16,11 +16,11 @@ from ..midi_model.errors import MIDIInputError
 DECODED = MeshCache()
 
 
-def kept_objects(latents, n: int) -> list[bool]:
-    """Which objects a re-roll kept (their meshes may come from DECODED); none for a plain run."""
+def reusable_objects(latents, n: int) -> list[bool]:
+    """Latents from MIDI Sampler / Re-roll (they carry a recording) may take meshes from DECODED:
+    a re-roll's kept objects have bit-identical latents, whichever of the two decodes runs first."""
     rec = latents.get("recording") if isinstance(latents, dict) else None
-    sources = getattr(rec, "sources", None) or [None] * n
-    return [s is not None for s in sources] if len(sources) == n else [False] * n
+    return [rec is not None] * n
 
 
 def decoder_choices() -> list[str]:
@@ -161,7 +161,7 @@ class DecodeToMeshes:
         with torch.inference_mode():
             meshes, reused = pipe.decode_reusing(lat, DECODED, octree_depth=int(octree_depth), decoder=decoder,
                                                  smoothing=bool(smoothing), callback=bar.callback(),
-                                                 reusable=kept_objects(latents, lat.shape[0]))
+                                                 reusable=reusable_objects(latents, lat.shape[0]))
         if reused:
             host.log.info("MIDI: reused the meshes of %d object(s) decoded before (kept objects)", reused)
         if remove_floaters or max_faces:

@@ -53,6 +53,15 @@ def test_reroll_node_keeps_objects_and_reuses_their_decode(chain, midi_model, mo
     assert (rec2.final[1] - rec1.final[1]).abs().max() > 0.1
     (mesh2,) = M["DecodeToMeshes"]().decode(midi_model, lat2, 4, "progressive", True)
     assert decoded == [3, 1]  # the re-roll decodes only the re-rolled object
+    # the other order (ComfyUI may run the re-roll's decode first): the recorded run reuses the kept meshes
+    lat_b, _ = node.reroll(midi_model, cond, lat, "3", 11)
+    (mesh_b,) = M["DecodeToMeshes"]().decode(midi_model, lat_b, 5, "progressive", True)
+    (mesh_a,) = M["DecodeToMeshes"]().decode(midi_model, lat, 5, "progressive", True)
+    assert decoded == [3, 1, 3, 1]
+    assert np.array_equal(_items(mesh_a)[0][0], _items(mesh_b)[0][0])
+    plain = {"samples": lat["samples"]}  # latents without a recording are always decoded
+    M["DecodeToMeshes"]().decode(midi_model, plain, 5, "progressive", True)
+    assert decoded == [3, 1, 3, 1, 3]
     a, b = _items(mesh1), _items(mesh2)
     for k in (0, 2):
         np.testing.assert_array_equal(b[k][0], a[k][0])
