@@ -16,6 +16,7 @@ from PIL import Image
 
 from .errors import MIDIInputError
 from .inputs import as_rgb_uint8, check_image_size, prepare_masks
+from .inputs.sizes import warn_outside_centre_square
 
 
 @dataclass
@@ -103,6 +104,7 @@ def prepare_instances(image, masks, image_padding: bool = False, max_instances: 
     m = check_masks(rgb, masks, max_instances)
     if image_padding:
         rgb, m = pad_scene(rgb, m)
+    warn_outside_centre_square(m)
     inst, mask = split_instances(rgb, m)
     return inst, mask, rgb
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -424,6 +425,23 @@ def test_overlapping_masks_resolved_like_a_label_map():
         out = inputs.prepare_masks(np.stack([a, b]), (40, 40))
     np.testing.assert_array_equal(out[1], b)
     np.testing.assert_array_equal(out[0], a & ~b)
+
+
+def test_wide_image_warns_about_objects_the_encoders_do_not_see():
+    from midi_model.conditioning import prepare_instances
+
+    rgb = np.zeros((64, 128, 3), np.uint8)
+    masks = np.zeros((2, 64, 128), bool)
+    masks[0, 10:50, 40:80] = True    # inside the centre 64x64 square (columns 32..95)
+    masks[1, 10:50, 100:120] = True  # outside it
+    with pytest.warns(UserWarning, match=r"the image is 128x64 \(WxH\), not square: the image encoders see only "
+                                         r"its centre 64x64 square, and object\(s\) 2 reach outside it: set "
+                                         r"image_padding"):
+        prepare_instances(rgb, masks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare_instances(rgb, masks, image_padding=True)  # padded to a square: nothing is cut
+        prepare_instances(rgb, masks[:1])
 
 
 def test_pipeline_refuses_settings_before_sampling(golden_pipe, golden, monkeypatch):

@@ -1,6 +1,10 @@
 """Image sizes: the smallest usable image, same-size and same-aspect checks, --size."""
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
+
 from ..errors import MIDIInputError
 
 #: below this the encoders' 224-px inputs are mostly upscaling blur
@@ -45,3 +49,20 @@ def fit_size(hw, size: int) -> tuple[int, int]:
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     check_image_size((nh, nw), f"the image resized to {size}")
     return nh, nw
+
+
+def warn_outside_centre_square(masks: np.ndarray) -> None:
+    """The image processors resize the shorter side and crop the centre square: on a wide or tall
+    image, objects beyond that square are cut from what the encoders see. Say which ones."""
+    h, w = masks.shape[1:]
+    if h == w:
+        return
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    inside = np.zeros((h, w), bool)
+    inside[y0:y0 + s, x0:x0 + s] = True
+    cut = [i + 1 for i, m in enumerate(masks) if (m & ~inside).any()]
+    if cut:
+        warnings.warn(f"the image is {size_str((h, w))}, not square: the image encoders see only its centre "
+                      f"{s}x{s} square, and object(s) {', '.join(map(str, cut))} reach outside it: set "
+                      f"image_padding (pads the scene to a square) or crop/pad the image to a square", stacklevel=3)
