@@ -23,13 +23,14 @@ def unique_names(names) -> list[str]:
 
 
 def instance_names(count: int, names=None) -> list[str]:
-    """One unique name per mesh: ``names[i]``, or ``object_<i>`` where it is missing or empty."""
+    """One unique name per mesh: ``names[i]``, or ``object_<k>`` (k from 1, as every message counts
+    objects) where it is missing or empty."""
     if names is None:
         names = [""] * count
     names = [str(n) for n in names]
     if len(names) != count:
         raise MIDIInputError(f"{len(names)} names given for {count} meshes")
-    return unique_names(n or f"object_{i}" for i, n in enumerate(names))
+    return unique_names(n or f"object_{i}" for i, n in enumerate(names, 1))
 
 
 def build_scene(meshes, names=None):

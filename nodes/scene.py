@@ -12,7 +12,7 @@ from ..midi_model.errors import MIDIInputError
 
 
 def object_names(names: str, n: int) -> list[str]:
-    """'chair, table' -> ['chair', 'table', 'object_2', ...]; file-name safe, unique (library rule)."""
+    """'chair, table' -> ['chair', 'table', 'object_3', ...]; file-name safe, unique (library rule)."""
     given = [s.strip() for s in re.split(r"[,\n]", names or "") if s.strip()][:n]
     safe = [re.sub(r"[^A-Za-z0-9_.\-]+", "_", g).strip("_") for g in given]
     return scene_lib.instance_names(n, safe + [""] * (n - len(safe)))
@@ -41,7 +41,7 @@ class SaveMIDIScene:
         }, "optional": {
             "names": ("STRING", {"default": "", "multiline": False, "tooltip":
                       "Object names, comma separated, in mask order (e.g. the labels output of Segment Scene). "
-                      "Missing names become object_<i>."}),
+                      "Missing names become object_<k>, k counted from 1."}),
         }}
 
     def save(self, meshes, filename_prefix="midi/scene", save_objects=False, names=""):

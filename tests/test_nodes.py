@@ -278,7 +278,7 @@ def test_save_never_overwrites_and_stays_in_output(comfy_dirs):
     third = M["SaveMIDIScene"]().save(mesh, "keep/s", False, "")["result"][0]
     assert third == "keep/s_00008_.glb" and (out_dir / "keep" / "s_00007_.glb").read_bytes() == b"mine"
     assert sorted(trimesh.load(out_dir / first).geometry) == ["a", "a_2"]
-    assert sorted(trimesh.load(out_dir / second).geometry) == ["object_0", "object_1"]
+    assert sorted(trimesh.load(out_dir / second).geometry) == ["object_1", "object_2"]
     for bad in ("../evil", "/tmp/evil", "a/../../evil"):
         with pytest.raises(ValueError, match="filename_prefix") as e:
             M["SaveMIDIScene"]().save(mesh, bad, False, "")
@@ -321,7 +321,7 @@ def test_old_host_mesh_without_counts(monkeypatch, comfy_dirs):
     assert isinstance(core, OldMESH) and core.vertex_counts.tolist() == [8, 42]
     rel = M["SaveMIDIScene"]().save(core, "old/s", False, "")["result"][0]
     assert {k: len(g.faces) for k, g in trimesh.load(comfy_dirs / "output" / rel).geometry.items()} == {
-        "object_0": 12, "object_1": 80}
+        "object_1": 12, "object_2": 80}
 
 
 def test_decode_post_processing_options(midi_model, golden_arrays):

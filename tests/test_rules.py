@@ -47,8 +47,8 @@ def test_unique_names():
     # a name given literally keeps it; the repeat takes the next free suffix
     assert unique_names(["a", "a", "a_2"]) == ["a", "a_3", "a_2"]
     assert unique_names(["a_2", "a", "a"]) == ["a_2", "a", "a_3"]
-    assert instance_names(3) == ["object_0", "object_1", "object_2"]
-    assert instance_names(3, ["x", "", "x"]) == ["x", "object_1", "x_2"]
+    assert instance_names(3) == ["object_1", "object_2", "object_3"]  # counted from 1, as every message
+    assert instance_names(3, ["x", "", "x"]) == ["x", "object_2", "x_2"]
     with pytest.raises(MIDIInputError, match=r"2 names given for 3 meshes"):
         instance_names(3, ["a", "b"])
 
@@ -66,7 +66,7 @@ def test_scene_nodes_are_named_uniquely():
 def test_node_names_use_the_library_rule():
     from comfyui_midi.nodes.scene import object_names
 
-    assert object_names("a, a, b/c", 4) == ["a", "a_2", "b_c", "object_3"]
+    assert object_names("a, a, b/c", 4) == ["a", "a_2", "b_c", "object_4"]
     assert object_names("", 2) == instance_names(2)
 
 
