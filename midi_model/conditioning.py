@@ -16,6 +16,7 @@ from PIL import Image
 
 from .errors import MIDIInputError
 from .inputs import as_rgb_uint8, check_image_size, prepare_masks
+from .inputs.limits import warn_beyond_trained
 from .inputs.sizes import warn_outside_centre_square
 
 
@@ -41,6 +42,7 @@ def check_masks(rgb: np.ndarray, masks, max_instances: int | None = None) -> np.
     if max_instances is not None and len(m) > max_instances:
         raise MIDIInputError(f"{len(m)} instances given, more than the allowed {max_instances}: "
                              f"merge or drop objects, or raise max_instances")
+    warn_beyond_trained(len(m), "masks")
     return m
 
 

@@ -427,6 +427,16 @@ def test_overlapping_masks_resolved_like_a_label_map():
     np.testing.assert_array_equal(out[0], a & ~b)
 
 
+def test_more_than_trained_is_allowed_with_a_warning():
+    from midi_model.conditioning import check_masks
+
+    masks = np.zeros((8, 64, 64), bool)
+    for i in range(8):
+        masks[i, 8 * i:8 * i + 6, 4:40] = True
+    with pytest.warns(UserWarning, match=r"masks: 8 instances, more than the 7 MIDI was trained with"):
+        assert check_masks(np.zeros((64, 64, 3), np.uint8), masks).shape == (8, 64, 64)
+
+
 def test_wide_image_warns_about_objects_the_encoders_do_not_see():
     from midi_model.conditioning import prepare_instances
 

@@ -63,7 +63,7 @@ def check_max_setting(max_instances, allow_more_instances: bool, what: str = "ma
     return max_instances
 
 
-def _warn_beyond_trained(n: int, who: str) -> None:
+def warn_beyond_trained(n: int, who: str) -> None:
     if n > TRAINED_MAX_INSTANCES:
         warnings.warn(f"{who}: {n} instances, more than the {TRAINED_MAX_INSTANCES} MIDI was trained with; "
                       f"expect lower quality and more memory", stacklevel=3)
@@ -83,7 +83,7 @@ def enforce_count(n: int, max_instances: int, too_many: str, *, none_hint: str, 
                 f"or set too_many='keep_first' to keep the first {max_instances}")
         else:
             raise MIDIInputError(f"too_many must be 'error' or 'keep_first', got {too_many!r}")
-    _warn_beyond_trained(n, "SegmentScene")
+    warn_beyond_trained(n, "SegmentScene")
     return n
 
 
@@ -97,8 +97,5 @@ def check_instance_count(n: int, max_instances: int | None, allow_more_instances
             raise MIDIInputError(
                 f"{what} has {n} objects, more than the {TRAINED_MAX_INSTANCES} MIDI was trained with: merge or "
                 f"erase objects, pass --max-instances N to keep the first N, or --allow-more-instances")
-        keep = n
-    else:
-        keep = min(n, max_instances)
-    _warn_beyond_trained(keep, what)
-    return keep
+        return n
+    return min(n, max_instances)  # above 7: the encoder's check warns
