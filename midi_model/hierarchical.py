@@ -38,6 +38,7 @@ import torch
 
 DEFAULT_COARSE_DEPTH = 5
 DEFAULT_BAND = 1
+DEFAULT_MARGIN = 2.0
 
 
 @dataclass
@@ -156,6 +157,53 @@ def upsample_cells(c: torch.Tensor) -> torch.Tensor:
 
 # ---- the refinement -------------------------------------------------------------------
 
+def near_zero_cells(a: torch.Tensor, threshold: float, level: float = 0.0) -> torch.Tensor:
+    """Cells with a corner within ``threshold`` of the level: where a zero of the field
+    may hide between the corners (all cells, when the threshold is inf)."""
+    d = (a - level).abs()
+    for ax in range(3):
+        d = torch.minimum(_along(d, ax, 0, -1), _along(d, ax, 1, None))
+    return d <= threshold
+
+
+def edge_slope(values: torch.Tensor, known: torch.Tensor) -> float:
+    """Largest change of the field along one lattice edge with both ends evaluated."""
+    best = 0.0
+    for ax in range(3):
+        both = _along(known, ax, 0, -1) & _along(known, ax, 1, None)
+        if bool(both.any()):
+            d = (_along(values, ax, 1, None) - _along(values, ax, 0, -1)).abs()
+            best = max(best, float(d[both].max()))
+    return best
+
+
+def _box_sum(a: torch.Tensor) -> torch.Tensor:
+    p = torch.nn.functional.pad(a[None, None], (1, 1, 1, 1, 1, 1))[0, 0]
+    p = p[:-2] + p[1:-1] + p[2:]
+    p = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
+    return p[:, :, :-2] + p[:, :, 1:-1] + p[:, :, 2:]
+
+
+def smoothed_sign_unsure(values: torch.Tensor, known: torch.Tensor, level: float = 0.0) -> torch.Tensor:
+    """Points whose 3x3x3 mean (the official smoothing) may have a sign other than the
+    one computed from the current values. Unknown values are only trusted for their
+    sign: the mean is surely > level when the known part's sum is > 0 (or nothing is
+    known) and no unknown neighbour is <= level, surely <= level in the mirror case (a
+    margin keeps float rounding of a sum near 0 on the unsure side); a mean of known
+    values alone is the exact one."""
+    v = values - level
+    kv = torch.where(known, v, torch.zeros_like(v))
+    s = _box_sum(kv)
+    tol = 1e-5 * _box_sum(kv.abs()) + 1e-30
+    unk_pos = _box_sum((~known & (v > 0)).float())
+    unk_neg = _box_sum((~known & (v <= 0)).float())
+    none_known = _box_sum(known.float()) == 0
+    all_known = (unk_pos + unk_neg) == 0  # the mean is computed from exact values alone
+    sure = (all_known | ((unk_neg == 0) & ((s > tol) | none_known))
+            | ((unk_pos == 0) & ((s < -tol) | none_known)))
+    return ~sure
+
+
 class _Level:
     """Values (filled) and the known mask on the lattice of one level."""
 
@@ -193,57 +241,78 @@ class _Level:
         self.stats.per_level[self.level] = self.stats.per_level.get(self.level, 0) + n
         return idx.min(dim=0).values.cpu().numpy(), idx.max(dim=0).values.cpu().numpy()
 
-    def close(self, band: int, smoothing: bool = False, restrict=None, level: float = 0.0) -> None:
-        """Evaluate until closed: the corners of every straddling cell and of the cells
-        within ``band`` of it; with ``smoothing`` (finest level) also every raw value the
-        3x3x3 mean reads at the corners of a cell whose smoothed corners may straddle.
+    def flagged_cells(self, band: int, margin: float | None, slope: float, restrict=None, level: float = 0.0,
+                      box=None) -> torch.Tensor:
+        """Cells whose finer points must be evaluated: those that straddle the level,
+        the cells within ``band`` of them, and (``margin``) the cells with a corner
+        within margin x slope of the level, where a piece may hide between corners."""
+        if box is None:
+            box = (np.zeros(3, np.int64), np.full(3, self.values.shape[0], np.int64))
+        vals = self.values[tuple(slice(int(a), int(b)) for a, b in zip(*box))]
+        need = dilate(straddling_cells(vals, level), band)
+        if margin is not None:
+            need |= near_zero_cells(vals, margin * slope, level)
+        if restrict is not None:
+            need &= restrict(self)[tuple(slice(int(a), int(b) - 1) for a, b in zip(*box))]
+        return need
 
-        New values can reveal new straddling cells (a surface leaving the refined region,
-        a thin part), so repeat; after the first round only the box around the points
-        just added can change, so later rounds look there only.
-
-        Smoothing: a point whose 3x3x3 neighbourhood is strictly one-signed has a
-        smoothed value of that sign, so a smoothed cell can only straddle if one of its
-        corners is not such a point. With Q = points of mixed neighbourhood, the smoothed
-        values are needed on dilate(Q, 1), hence the raw ones on dilate(Q, 2)."""
+    def close(self, band: int, margin: float | None, restrict=None, level: float = 0.0) -> float:
+        """Evaluate the corners of every flagged cell until no new cell gets flagged
+        (new values can reveal new straddling cells: a surface leaving the refined
+        region, a thin part). The slope is re-measured as values come in; when it grows
+        every cell is checked again, otherwise only the box around the points just
+        added can change. -> the slope of this level."""
         m = self.values.shape[0]
-        margin = max(band, 2) + 2
-        box = (np.zeros(3, np.int64), np.full(3, m, np.int64))
+        full = (np.zeros(3, np.int64), np.full(3, m, np.int64))
+        box = full
+        slope = edge_slope(self.values, self.known) if margin is not None else 0.0
         while True:
-            sl = tuple(slice(int(a), int(b)) for a, b in zip(*box))
-            vals = self.values[sl]
-            need = dilate(straddling_cells(vals, level), band)
-            if restrict is not None:
-                need = need & restrict(self)[tuple(slice(int(a), int(b) - 1) for a, b in zip(*box))]
-            pts = cell_corners(need)
-            if smoothing:
-                mn, mx = neighbourhood_minmax(vals)
-                pts |= dilate((mn <= level) & (mx >= level), 2)
-            added = self.evaluate(pts, offset=box[0])
+            need = self.flagged_cells(band, margin, slope, restrict, level, box)
+            added = self.evaluate(cell_corners(need), offset=box[0])
             if added is None:
-                return
-            lo, hi = added
-            box = (np.maximum(lo - margin, 0), np.minimum(hi + 1 + margin, m))
+                return slope
             self.stats.closure_rounds += 1
+            new_slope = edge_slope(self.values, self.known) if margin is not None else 0.0
+            if new_slope > slope:
+                slope, box = new_slope, full
+            else:
+                lo, hi = added
+                pad = band + 2
+                box = (np.maximum(lo - pad, 0), np.minimum(hi + 1 + pad, m))
 
-    def band_cells(self, band: int, restrict=None, level: float = 0.0) -> torch.Tensor:
-        need = dilate(straddling_cells(self.values, level), band)
-        return need & restrict(self) if restrict is not None else need
+    def close_smoothed(self, level: float = 0.0) -> None:
+        """Finest level, smoothing next: evaluate the raw values the 3x3x3 mean reads
+        wherever the smoothed sign is unsure, and around every cell whose smoothed
+        corners straddle the level (there the mesh reads the smoothed values)."""
+        from .meshing import box_smooth
+
+        while True:
+            pts = cell_corners(straddling_cells(self.values, level))
+            unsure = smoothed_sign_unsure(self.values, self.known, level)
+            crossing = cell_corners(straddling_cells(box_smooth(self.values), level))
+            pts |= dilate(unsure | crossing, 1)
+            if self.evaluate(pts) is None:
+                return
+            self.stats.closure_rounds += 1
 
 
 def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAULT_COARSE_DEPTH,
                 band: int = DEFAULT_BAND, smoothing: bool = True, device="cpu", chunk: int = 50_000,
-                level: float = 0.0, restrict=None, stats: RefineStats | None = None, progress=None):
+                level: float = 0.0, restrict=None, stats: RefineStats | None = None,
+                margin: float | None = DEFAULT_MARGIN, progress=None):
     """-> (grid (g,g,g) float32, known (g,g,g) bool, RefineStats), g = 2^depth + 1.
 
     ``grid`` holds the exact field wherever marching cubes (after the 3x3x3 box
     smoothing if ``smoothing``) can emit a triangle, and values of the interpolated
-    coarse sign elsewhere (see the module docstring for the guarantee).
-    ``restrict(level_state) -> cell mask`` optionally limits the refinement (box pass).
+    coarse sign elsewhere (see the module docstring for what that rests on).
+    ``restrict(level_state) -> cell mask`` optionally limits the refinement (box pass);
+    ``margin=None`` turns the near-zero test off (surface tracing only).
     ``progress(fraction)`` is called after every chunk of queries (fraction of the levels, 0..1,
     not always increasing: closing a level can take another round)."""
-    if band < 1:
-        raise ValueError("band must be at least 1 cell")
+    if band < 0:
+        raise ValueError("band must be >= 0 cells")
+    if margin is not None and margin < 0:
+        raise ValueError("margin must be >= 0 (or None)")
     g = 2 ** depth + 1
     axes = [torch.from_numpy(np.linspace(bbox_min[i], bbox_max[i], g, dtype=np.float32)).to(device)
             for i in range(3)]
@@ -256,29 +325,35 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
     lv.known = torch.zeros((m, m, m), dtype=torch.bool, device=device)
     lv.evaluate(torch.ones_like(lv.known))
     for lvl in range(c, depth):
-        lv.close(band, restrict=restrict, level=level)
-        need = lv.band_cells(band, restrict, level)
+        slope = lv.close(band, margin, restrict=restrict, level=level)
+        need = lv.flagged_cells(band, margin, slope, restrict, level)
         lv.values = upsample_points(lv.values)
         lv.known = upsample_known(lv.known)
         lv.level, lv.stride = lvl + 1, lv.stride // 2
         lv.evaluate(cell_corners(upsample_cells(need)))
-    lv.close(band, smoothing=smoothing and restrict is None, restrict=restrict, level=level)
+    # finest level: the mesh needs exact values at the corners of the straddling cells
+    # (all evaluated already when every flagged parent was refined; closing traces any left)
+    lv.close(0, None, restrict=restrict, level=level)
+    if smoothing and restrict is None:
+        lv.close_smoothed(level)
     return lv.values, lv.known, stats
 
 
 def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAULT_COARSE_DEPTH,
                     band: int = DEFAULT_BAND, device="cpu", chunk: int = 50_000, stats: RefineStats | None = None,
-                    progress=None):
+                    margin: float | None = DEFAULT_MARGIN, progress=None):
     """Index range of the grid points with value <= 0 on the (2^d+1)^3 grid, per axis,
     found coarse-to-fine: only cells beyond the current extent of the <= 0 points are
-    refined, since only they can move it. -> ((lo_idx (3,), hi_idx (3,)), stats) or (None, stats)."""
+    refined, since only they can move it (a cell restricted out lies inside an extent
+    set by evaluated points, so its interpolated values never widen the result).
+    -> ((lo_idx (3,), hi_idx (3,)), stats) or (None, stats)."""
 
     def beyond_extent(lv: _Level) -> torch.Tensor:
         neg = lv.values <= 0
         n = neg.shape[0]
         allow = torch.zeros((n - 1,) * 3, dtype=torch.bool, device=neg.device)
         if not neg.any():
-            return allow
+            return ~allow
         ar = torch.arange(n - 1, device=neg.device)
         for ax in range(3):
             other = tuple(a for a in range(3) if a != ax)
@@ -292,7 +367,8 @@ def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = D
         return allow
 
     vals, _, stats = refine_grid(query, bbox_min, bbox_max, depth, coarse_depth, band, smoothing=False,
-                                 device=device, chunk=chunk, restrict=beyond_extent, stats=stats, progress=progress)
+                                 device=device, chunk=chunk, restrict=beyond_extent, stats=stats, margin=margin,
+                                 progress=progress)
     neg = vals <= 0
     if not neg.any():
         return None, stats

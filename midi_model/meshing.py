@@ -49,7 +49,7 @@ def occupied_box(values: torch.Tensor, points: torch.Tensor, padding: float = BO
 @torch.no_grad()
 def decode_grids(vae, latents: torch.Tensor, depth: int = 8, decoder: str = DEFAULT_DECODER,
                  chunk: int = 50_000, callback=None, record=None, smoothing: bool = True,
-                 coarse_depth: int | None = None, band: int | None = None):
+                 coarse_depth: int | None = None, band: int | None = None, margin: float | None = None):
     """-> list of (grid (g,g,g) float32 tensor, bbox_min, bbox_size), one per instance.
 
     progressive (the official scripts): decode the default box, take the box of the
@@ -63,7 +63,7 @@ def decode_grids(vae, latents: torch.Tensor, depth: int = 8, decoder: str = DEFA
         raise ValueError(f"decoder {decoder!r}: use one of {DECODERS}")
     if decoder in HIERARCHICAL:
         return _decode_hierarchical(vae, latents, depth, HIERARCHICAL[decoder], chunk, callback, record,
-                                    smoothing, coarse_depth, band)
+                                    smoothing, coarse_depth, band, margin)
     n = latents.shape[0]
     pts, gsize, bsize = grid_points(BBOX_MIN, BBOX_MAX, depth)
     pts_t = torch.from_numpy(pts)
@@ -108,11 +108,12 @@ def _field_queries(vae, latents: torch.Tensor, chunk: int):
 
 
 def _decode_hierarchical(vae, latents, depth, official, chunk, callback, record, smoothing,
-                         coarse_depth, band):
+                         coarse_depth, band, margin):
     from . import hierarchical as hi
 
     coarse_depth = hi.DEFAULT_COARSE_DEPTH if coarse_depth is None else int(coarse_depth)
     band = hi.DEFAULT_BAND if band is None else int(band)
+    margin = hi.DEFAULT_MARGIN if margin is None else float(margin)
     n = latents.shape[0]
     dev = next(vae.parameters()).device
     dtype = next(vae.parameters()).dtype
@@ -127,7 +128,8 @@ def _decode_hierarchical(vae, latents, depth, official, chunk, callback, record,
         st = {}
         if official == "progressive":
             ext, st["box_pass"] = hi.occupied_extent(queries[i], BBOX_MIN, BBOX_MAX, depth, coarse_depth, band,
-                                                     device=dev, chunk=chunk, progress=segment(i * passes))
+                                                     device=dev, chunk=chunk, margin=margin,
+                                                     progress=segment(i * passes))
             if ext is not None:
                 # the box of the points as the VAE saw them (coordinates in its dtype), as occupied_box
                 a, b = ext
@@ -138,7 +140,7 @@ def _decode_hierarchical(vae, latents, depth, official, chunk, callback, record,
             if callback is not None:
                 segment(i * passes)(1.0)
         grid, _, st["mesh_pass"] = hi.refine_grid(queries[i], lo, hi_, depth, coarse_depth, band,
-                                                  smoothing=smoothing, device=dev, chunk=chunk,
+                                                  smoothing=smoothing, device=dev, chunk=chunk, margin=margin,
                                                   progress=segment(i * passes + passes - 1))
         if callback is not None:
             segment(i * passes + passes - 1)(1.0)

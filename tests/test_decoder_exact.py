@@ -1,0 +1,120 @@
+"""The default decoder gives the official `progressive` meshes at the official depth (8).
+
+Analytic fields built to break a coarse-to-fine decode — hundreds of blobs 0.3-2 voxels
+across sitting between the coarse lattice points, a sheet and a rod thinner than one
+voxel detached from everything, surfaces cut by the box faces and a one-voxel ball in a
+corner that sets the progressive box — are decoded through `decode_grids` by both
+decoders at depth 8 (257^3) and must give the same faces and vertices. The analytic
+fields make the dense reference cheap (a second per pass), so the whole file costs
+about as much as one golden decode.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from midi_model.meshing import DEFAULT_DECODER, decode_grids, grids_to_meshes
+
+VOXEL = 2.01 / 256  # depth 8
+
+
+class FieldVAE(nn.Module):
+    """Stands in for the VAE: instance i's field is fields[i] (latents carry the index)."""
+
+    def __init__(self, fields):
+        super().__init__()
+        self.fields = fields
+        self.anchor = nn.Parameter(torch.zeros(()))  # decode reads device / dtype from it
+
+    def latent_context(self, latents):
+        return latents
+
+    def query(self, context, points):
+        out = [self.fields[int(c)](p.float()) for c, p in zip(context[:, 0, 0], points)]
+        return torch.stack(out)[..., None]
+
+    def decode(self, latents, points, chunk=50_000, callback=None):
+        ctx = self.latent_context(latents)
+        return torch.cat([self.query(ctx, points[:, s:s + chunk]) for s in range(0, points.shape[1], chunk)], 1)
+
+
+def tiny_blobs(p):
+    """A sphere (r 0.3) in a shell of blobs 0.3-2 voxels in radius, most of them between
+    the depth-5 lattice points (spacing 8 voxels), SDF-like near each blob."""
+    x, y, z = p.unbind(1)
+    a, b, c = 37.3, 41.1, 45.7
+    peaks = torch.cos(a * x + 0.3) * torch.cos(b * y + 1.1) * torch.cos(c * z + 0.7)
+    t = 0.9 + 0.09 * torch.sin(3.1 * x + 2.0 * y + 0.5)  # blob radius sqrt(2(1-t))/a: 0 .. 2 voxels
+    blobs = (t - peaks) / 40.0
+    r = p.norm(dim=1)
+    shell = torch.maximum(0.45 - r, r - 0.85)  # blobs only in 0.45 < r < 0.85
+    return torch.minimum(r - 0.3, torch.maximum(blobs, shell))
+
+
+def flat_blobs(p):
+    """Blobs whose outside is flat just above 0 (clamped), so the 3x3x3 mean keeps many of
+    them: small pieces in the smoothed mesh too."""
+    return torch.clamp(tiny_blobs(p), max=0.15 * VOXEL)
+
+
+def thin_detached(p):
+    """A tilted sheet 0.6 voxel thick and a tilted rod of radius 0.5 voxel, each thinner
+    than one voxel and far from the body (a sphere r 0.25): only scattered lattice points
+    fall inside them."""
+    x, y, z = p.unbind(1)
+    body = p.norm(dim=1) - 0.25
+    n = torch.tensor([0.31, 0.9, 0.3])
+    n = n / n.norm()
+    sheet = torch.maximum((p @ n - 0.55).abs() - 0.3 * VOXEL, (p - torch.tensor([0.1, 0.55, 0.0])).norm(dim=1) - 0.35)
+    d = torch.tensor([0.8, -0.2, 0.57])
+    d = d / d.norm()
+    q = p - torch.tensor([-0.5, -0.55, 0.1])
+    along = q @ d
+    radial = (q - along[:, None] * d).norm(dim=1)
+    rod = torch.maximum(radial - 0.5 * VOXEL, along.abs() - 0.3)
+    return torch.minimum(body, torch.minimum(sheet, rod))
+
+
+def box_edges(p):
+    """Surfaces cut by the box: a ball through the +x face, a slab one lattice plane deep
+    on the -y face, and a one-voxel ball in the (-x, +y, +z) corner that sets the box."""
+    x, y, z = p.unbind(1)
+    ball = (p - torch.tensor([1.0, 0.2, -0.3])).norm(dim=1) - 0.2
+    slab = torch.maximum(y + 1.0, (p[:, [0, 2]] - torch.tensor([-0.2, 0.1])).norm(dim=1) - 0.4)
+    corner = (p - torch.tensor([-0.995, 0.993, 0.996])).norm(dim=1) - 1.1 * VOXEL
+    return torch.minimum(torch.minimum(ball, slab), corner)
+
+
+FIELDS = [tiny_blobs, flat_blobs, thin_detached, box_edges]
+
+
+@pytest.fixture(scope="module")
+def official_grids():
+    vae = FieldVAE(FIELDS)
+    lat = torch.arange(len(FIELDS), dtype=torch.float32).view(-1, 1, 1)
+    return vae, lat, decode_grids(vae, lat, 8, "progressive")
+
+
+@pytest.mark.parametrize("smoothing", [True, False])
+def test_default_decoder_gives_official_meshes_at_depth_8(official_grids, smoothing):
+    vae, lat, ref = official_grids
+    grids = decode_grids(vae, lat, 8, DEFAULT_DECODER, smoothing=smoothing)
+    for name, (g_ref, lo_ref, size_ref), (g, lo, size) in zip([f.__name__ for f in FIELDS], ref, grids):
+        # the progressive box: the extent of the <= 0 points of the first pass
+        np.testing.assert_array_equal(np.asarray(lo), np.asarray(lo_ref), err_msg=name)
+        np.testing.assert_array_equal(np.asarray(size), np.asarray(size_ref), err_msg=name)
+        (a,), (b,) = grids_to_meshes([(g_ref, lo_ref, size_ref)], smoothing), grids_to_meshes([(g, lo, size)], smoothing)
+        assert len(a.faces) > 0, name
+        np.testing.assert_array_equal(np.asarray(b.faces), np.asarray(a.faces), err_msg=name)
+        np.testing.assert_allclose(np.asarray(b.vertices), np.asarray(a.vertices), atol=1e-6, rtol=0, err_msg=name)
+
+
+def test_fields_are_hard(official_grids):
+    """The fields do what their names say: many pieces, most too small for the coarse
+    lattice (so a decoder that misses them fails the test above)."""
+    _, _, ref = official_grids
+    pieces = [len(m.split(only_watertight=False)) for m in grids_to_meshes(ref, smoothing=False)]
+    assert pieces[0] > 300 and pieces[1] > 300, pieces
+    assert pieces[2] > 3 and pieces[3] >= 3, pieces
