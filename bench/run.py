@@ -1,6 +1,10 @@
 """End-to-end benchmark: the fast path against the exact (official) path, same process.
 
     python -m bench.run --preset medium --instances 3 --steps 4 --depth 8 --device cpu
+    python -m bench.run --model ../shared/golden/midi_tiny --image IMG --seg SEG --instances 3 --steps 4 --depth 8
+
+With ``--model`` a real checkpoint folder (e.g. the golden tiny one) and a real image +
+seg map are used as they are (no bench field): its VAE field is what the decoders see.
 
 Builds a preset model with random weights (testing.write_random_checkpoint into a temp
 dir), runs encode -> sample -> decode for N instances, and prints one JSON object with
@@ -31,7 +35,7 @@ import torch
 
 from midi_model import offload
 from midi_model.dtypes import resolve_dtype
-from midi_model.meshing import BBOX_MAX, BBOX_MIN, decode_grids, grid_points, grids_to_meshes
+from midi_model.meshing import BBOX_MAX, BBOX_MIN, DEFAULT_DECODER, decode_grids, grid_points, grids_to_meshes
 from midi_model.pipeline import MIDIPipeline
 from midi_model.testing import write_random_checkpoint
 
@@ -106,10 +110,16 @@ def mi_kv_bytes(pipe, n: int, cfg_batch: bool, dtype) -> dict:
 
 
 def run_decode(pipe, lat, depth, decoder, meter, name, **kw):
+    """Decode + mesh, timed as one stage; the grid / smoothing + marching cubes split is
+    recorded under the stage as grids_s / meshes_s."""
     rec = {}
     with meter(name):
+        t = time.perf_counter()
         grids = decode_grids(pipe.vae, lat, depth, decoder, record=rec, **kw)
+        t1 = time.perf_counter()
         meshes = grids_to_meshes(grids)
+        t2 = time.perf_counter()
+    meter.out[name].update(grids_s=round(t1 - t, 3), meshes_s=round(t2 - t1, 3))
     return meshes, rec
 
 
@@ -132,16 +142,43 @@ def estimate_dense_decode(pipe, lat, depth, chunks: int = 4, chunk: int = 50_000
 
 
 def same_meshes(a, b) -> dict:
+    """Exact path meshes a vs fast path meshes b: faces equal, vertex difference, face and
+    piece counts, Hausdorff distance between the vertex sets."""
+    from scipy.spatial import cKDTree
+
+    def hausdorff(x, y):
+        if len(x.vertices) == 0 or len(y.vertices) == 0:
+            return 0.0 if len(x.vertices) == len(y.vertices) else float("inf")
+        return float(max(cKDTree(x.vertices).query(y.vertices)[0].max(), cKDTree(y.vertices).query(x.vertices)[0].max()))
+
     faces_equal = all(np.array_equal(np.asarray(x.faces), np.asarray(y.faces)) for x, y in zip(a, b))
     vmax = max((float(np.abs(np.asarray(x.vertices) - np.asarray(y.vertices)).max())
                 if len(x.vertices) and x.vertices.shape == y.vertices.shape else (0.0 if x.vertices.shape == y.vertices.shape else float("inf")))
                for x, y in zip(a, b))
-    return {"faces_equal": bool(faces_equal), "max_vertex_diff": vmax, "faces": [int(len(x.faces)) for x in a]}
+    return {"faces_equal": bool(faces_equal), "max_vertex_diff": vmax,
+            "faces_exact": [int(len(x.faces)) for x in a], "faces_fast": [int(len(y.faces)) for y in b],
+            "pieces_exact": [len(x.split(only_watertight=False)) for x in a],
+            "pieces_fast": [len(y.split(only_watertight=False)) for y in b],
+            "hausdorff": [hausdorff(x, y) for x, y in zip(a, b)]}
+
+
+def example_inputs(image: str, seg: str, n: int):
+    """An image + seg map as the CLI reads them, the first n instances in the official order."""
+    from midi_model.inputs.images import read_image
+    from midi_model.inputs.labels import read_label_map, split_label_map
+
+    img = read_image(image)
+    _, masks = split_label_map(read_label_map(seg), max_instances=n)
+    return img, masks
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.run")
     ap.add_argument("--preset", default="medium", choices=["tiny", "medium", "full"])
+    ap.add_argument("--model", default=None, help="a checkpoint folder (e.g. ../shared/golden/midi_tiny) instead of a random preset")
+    ap.add_argument("--image", default=None, help="with --model: scene image (default: synthetic discs)")
+    ap.add_argument("--seg", default=None, help="with --model: its seg map")
+    ap.add_argument("--margin", type=float, default=None)
     ap.add_argument("--instances", type=int, default=3)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--guidance", type=float, default=7.0)
@@ -164,12 +201,20 @@ def main(argv=None):
     res = {"preset": args.preset, "instances": args.instances, "steps": args.steps, "depth": args.depth,
            "guidance": args.guidance, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
            "threads": torch.get_num_threads(), "fast_dtype": str(dtype).replace("torch.", ""), "offload": args.offload}
-    img, masks = scene_inputs(args.instances)
-    with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        root = write_random_checkpoint(tmp, args.preset, seed=0, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16)
-        res["build_s"] = round(time.perf_counter() - t, 2)
-        pipe = MIDIPipeline.from_pretrained(root, device="cpu", dtype=dtype, mi_mode="grouped")
+    if args.image and args.seg:
+        img, masks = example_inputs(args.image, args.seg, args.instances)
+        res.update(image=args.image, instances=int(masks.shape[0]))
+    else:
+        img, masks = scene_inputs(args.instances)
+    if args.model:
+        res["model"] = args.model
+        pipe = MIDIPipeline.from_pretrained(args.model, device="cpu", dtype=dtype, mi_mode="grouped")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            root = write_random_checkpoint(tmp, args.preset, seed=0, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16)
+            res["build_s"] = round(time.perf_counter() - t, 2)
+            pipe = MIDIPipeline.from_pretrained(root, device="cpu", dtype=dtype, mi_mode="grouped")
     m = Meter(dev)
     # ---- fast path
     with offload.stage(pipe, "encode", dev, args.offload), m("fast_encode"):
@@ -177,9 +222,11 @@ def main(argv=None):
     with offload.stage(pipe, "sample", dev, args.offload), m("fast_sample"):
         lat = pipe.sample(cond, seed=args.seed, steps=args.steps, guidance_scale=args.guidance)
     offload.prepare(pipe, "decode", dev, args.offload)
-    res["bench_field"] = make_bench_field(pipe.vae, lat)
-    kw = {"coarse_depth": args.coarse_depth, "band": args.band}
-    fast_meshes, rec = run_decode(pipe, lat, args.depth, "progressive-hierarchical", m, "fast_decode", **kw)
+    if not args.model:
+        res["bench_field"] = make_bench_field(pipe.vae, lat)
+    kw = {"coarse_depth": args.coarse_depth, "band": args.band, "margin": args.margin}
+    res["fast_decoder"] = DEFAULT_DECODER
+    fast_meshes, rec = run_decode(pipe, lat, args.depth, DEFAULT_DECODER, m, "fast_decode", **kw)
     offload.release(pipe, "decode", dev, args.offload)
     res["points_queried"] = rec["points_queried"]
     res["dense_points_official"] = rec["dense_points_official"]
@@ -210,7 +257,7 @@ def main(argv=None):
                 # smoothing + marching cubes as in the fast path (same code, same grids)
                 m.out["exact_decode"] = {"s": round(est + 0.0, 3), "estimated": True}
                 a, _ = run_decode(pipe, lat, args.compare_depth, "progressive", m, "compare_exact")
-                b, _ = run_decode(pipe, lat, args.compare_depth, "progressive-hierarchical", m, "compare_fast", **kw)
+                b, _ = run_decode(pipe, lat, args.compare_depth, DEFAULT_DECODER, m, "compare_fast", **kw)
                 res["meshes_at_compare_depth"] = {"depth": args.compare_depth, **same_meshes(a, b)}
         pipe.transformer.set_attention(mi_mode="grouped")
     res["stages"] = m.out

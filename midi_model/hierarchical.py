@@ -7,24 +7,28 @@ are needed in a thin shell around the surface. This module finds that shell from
 top down:
 
 1. evaluate the whole lattice at ``coarse_depth`` (every 2^(d-c)-th point);
-2. at each level, close the "band": every cell that straddles 0 (in the current
-   values) and the cells within ``band`` cells of it must have all corners evaluated;
-   evaluating them can reveal new straddling cells, so repeat until nothing is missing
-   (this traces surfaces that leave the refined region, e.g. thin parts attached to a
-   detected body);
-3. go one level finer inside the band; everywhere else the values are the trilinear
-   interpolation of the coarser level, which keeps the strict sign of those
-   non-straddling cells;
-4. at the finest level, when smoothing follows, also evaluate exactly the two-voxel
-   ring that the 3x3x3 mean of every possibly-crossing point reads.
+2. at each level, flag the cells that straddle 0 (and those within ``band`` of them)
+   and the cells that may hide a zero between their corners: a cell whose corners are
+   all farther from 0 than ``margin`` x G x h, with G the largest finite-difference
+   gradient seen at that level and h the cell size, holds no zero if |grad f| <= G
+   inside it (every point of a cell is within 0.87 h of a corner, so margin >= 0.87
+   suffices); evaluate the corners of every flagged cell, repeat until no new cell
+   gets flagged (a surface leaving the refined region, a thin part);
+3. go one level finer inside the flagged cells; everywhere else the values are the
+   trilinear interpolation of the coarser level, which keeps the strict sign of those
+   cells;
+4. at the finest level, when smoothing follows, evaluate the raw values the 3x3x3
+   mean reads around every cell whose smoothed corners may straddle 0 (a point's
+   smoothed sign is certain when its neighbourhood is one-signed, or when the known
+   part of the sum decides it whatever the unknown same-signed values are).
 
-The returned grid then equals the dense grid (bit for bit, when ``query`` is
-deterministic per point) at every point the smoothed marching cubes reads in a
-crossing cell, and has the dense sign elsewhere — so the mesh is the dense mesh, as
-long as every part of the surface comes within ``band`` cells of a sign change seen at
-some level. A part that no lattice point of any level falls inside (a sliver thinner
-than the coarse spacing, far from everything else) can still be missed: raise ``band``
-or lower ``coarse_depth`` for such fields.
+The returned grid equals the dense grid (bit for bit, when ``query`` is deterministic
+per point) at every point the (smoothed) marching cubes reads in a crossing cell and
+has the dense sign elsewhere, so the mesh is the dense mesh, provided the field's
+gradient inside an unrefined cell does not exceed the largest one measured on the
+lattice at that level. That is an estimate, not a bound the field gives: a spike
+steeper than anything the lattice saw can still hide. Raise ``margin`` (or lower
+``coarse_depth``) for such fields; ``margin=None`` turns the test off.
 
 Everything operates on a generic ``query(points (P,3) float32 tensor) -> (P,)`` so it
 can be checked on analytic fields; the grid points are exactly ``meshing.grid_points``.
@@ -37,8 +41,8 @@ import numpy as np
 import torch
 
 DEFAULT_COARSE_DEPTH = 5
-DEFAULT_BAND = 1
-DEFAULT_MARGIN = 2.0
+DEFAULT_BAND = 0
+DEFAULT_MARGIN = 0.9
 
 
 @dataclass
@@ -166,42 +170,68 @@ def near_zero_cells(a: torch.Tensor, threshold: float, level: float = 0.0) -> to
     return d <= threshold
 
 
-def edge_slope(values: torch.Tensor, known: torch.Tensor) -> float:
-    """Largest change of the field along one lattice edge with both ends evaluated."""
-    best = 0.0
+def gradient_bound(values: torch.Tensor, known: torch.Tensor) -> float:
+    """Largest finite-difference gradient norm, in field units per lattice step, over the
+    points whose +x, +y and +z neighbours are evaluated too (exact for a linear field
+    in any direction, unlike a per-axis difference)."""
+    c = values[:-1, :-1, :-1]
+    ok = known[:-1, :-1, :-1] & known[1:, :-1, :-1] & known[:-1, 1:, :-1] & known[:-1, :-1, 1:]
+    if not bool(ok.any()):
+        return 0.0
+    g2 = ((values[1:, :-1, :-1] - c) ** 2 + (values[:-1, 1:, :-1] - c) ** 2 + (values[:-1, :-1, 1:] - c) ** 2)
+    return float(g2[ok].max().sqrt())
+
+
+def cell_any(mask: torch.Tensor) -> torch.Tensor:
+    """point mask (m,m,m) -> cells (m-1)^3 with at least one corner in it."""
     for ax in range(3):
-        both = _along(known, ax, 0, -1) & _along(known, ax, 1, None)
-        if bool(both.any()):
-            d = (_along(values, ax, 1, None) - _along(values, ax, 0, -1)).abs()
-            best = max(best, float(d[both].max()))
-    return best
+        mask = _along(mask, ax, 0, -1) | _along(mask, ax, 1, None)
+    return mask
 
 
-def _box_sum(a: torch.Tensor) -> torch.Tensor:
-    p = torch.nn.functional.pad(a[None, None], (1, 1, 1, 1, 1, 1))[0, 0]
-    p = p[:-2] + p[1:-1] + p[2:]
-    p = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
-    return p[:, :, :-2] + p[:, :, 1:-1] + p[:, :, 2:]
+_OFFSETS = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]
 
 
-def smoothed_sign_unsure(values: torch.Tensor, known: torch.Tensor, level: float = 0.0) -> torch.Tensor:
-    """Points whose 3x3x3 mean (the official smoothing) may have a sign other than the
-    one computed from the current values. Unknown values are only trusted for their
-    sign: the mean is surely > level when the known part's sum is > 0 (or nothing is
-    known) and no unknown neighbour is <= level, surely <= level in the mirror case (a
-    margin keeps float rounding of a sum near 0 on the unsure side); a mean of known
-    values alone is the exact one."""
-    v = values - level
-    kv = torch.where(known, v, torch.zeros_like(v))
-    s = _box_sum(kv)
-    tol = 1e-5 * _box_sum(kv.abs()) + 1e-30
-    unk_pos = _box_sum((~known & (v > 0)).float())
-    unk_neg = _box_sum((~known & (v <= 0)).float())
-    none_known = _box_sum(known.float()) == 0
-    all_known = (unk_pos + unk_neg) == 0  # the mean is computed from exact values alone
-    sure = (all_known | ((unk_neg == 0) & ((s > tol) | none_known))
-            | ((unk_pos == 0) & ((s < -tol) | none_known)))
-    return ~sure
+def smoothed_signs(values: torch.Tensor, known: torch.Tensor, level: float = 0.0):
+    """-> (may_be_above, may_be_below): point masks of the signs the 3x3x3 mean (the
+    official smoothing, zero padded) may have, given exact values where ``known`` and
+    values trusted only for their sign elsewhere.
+
+    A point whose neighbourhood is one-signed has a mean of that sign. For the others
+    (a thin shell around the raw surface, gathered sparsely) the mean is surely above
+    the level when the known part sums to more than a rounding margin and no unknown
+    neighbour is <= level, surely below in the mirror case; otherwise both are possible."""
+    above = values > level
+    mixed = dilate(above, 1) & dilate(~above, 1)
+    may_above, may_below = above.clone(), ~above
+    idx = mixed.nonzero()
+    if idx.shape[0] == 0:
+        return may_above, may_below
+    vp = torch.nn.functional.pad(values[None, None] - level, (1, 1, 1, 1, 1, 1))[0, 0]
+    kp = torch.nn.functional.pad(known[None, None].to(torch.uint8), (1, 1, 1, 1, 1, 1), value=1)[0, 0].bool()
+    n = vp.shape[1]
+    base = ((idx[:, 0] + 1) * n + idx[:, 1] + 1) * n + idx[:, 2] + 1
+    vf, kf = vp.reshape(-1), kp.reshape(-1)
+    s = torch.zeros(idx.shape[0], dtype=values.dtype, device=values.device)
+    mag = torch.zeros_like(s)
+    unk_pos = torch.zeros(idx.shape[0], dtype=torch.bool, device=values.device)
+    unk_neg = torch.zeros_like(unk_pos)
+    for i, j, k in _OFFSETS:
+        f = base + (i * n + j) * n + k
+        v, kn = vf[f], kf[f]
+        kv = torch.where(kn, v, torch.zeros_like(v))
+        s += kv
+        mag += kv.abs()
+        unk_pos |= ~kn & (v > 0)
+        unk_neg |= ~kn & (v <= 0)
+    tol = 1e-5 * mag
+    none_known = mag == 0
+    sure_above = ~unk_neg & ((s > tol) | (none_known & unk_pos))
+    sure_below = ~unk_pos & ((s < -tol) | none_known)
+    q = (idx[:, 0], idx[:, 1], idx[:, 2])
+    may_above[q] = ~sure_below
+    may_below[q] = ~sure_above
+    return may_above, may_below
 
 
 class _Level:
@@ -265,14 +295,14 @@ class _Level:
         m = self.values.shape[0]
         full = (np.zeros(3, np.int64), np.full(3, m, np.int64))
         box = full
-        slope = edge_slope(self.values, self.known) if margin is not None else 0.0
+        slope = gradient_bound(self.values, self.known) if margin is not None else 0.0
         while True:
             need = self.flagged_cells(band, margin, slope, restrict, level, box)
             added = self.evaluate(cell_corners(need), offset=box[0])
             if added is None:
                 return slope
             self.stats.closure_rounds += 1
-            new_slope = edge_slope(self.values, self.known) if margin is not None else 0.0
+            new_slope = gradient_bound(self.values, self.known) if margin is not None else 0.0
             if new_slope > slope:
                 slope, box = new_slope, full
             else:
@@ -281,16 +311,15 @@ class _Level:
                 box = (np.maximum(lo - pad, 0), np.minimum(hi + 1 + pad, m))
 
     def close_smoothed(self, level: float = 0.0) -> None:
-        """Finest level, smoothing next: evaluate the raw values the 3x3x3 mean reads
-        wherever the smoothed sign is unsure, and around every cell whose smoothed
-        corners straddle the level (there the mesh reads the smoothed values)."""
-        from .meshing import box_smooth
-
+        """Finest level, smoothing next: marching cubes reads the smoothed values at the
+        corners of the cells whose smoothed corners straddle the level, so evaluate the
+        raw values their 3x3x3 means read, around every cell that may straddle (a point
+        of unsure smoothed sign makes its cells "may straddle"); repeat, new values can
+        move the smoothed surface."""
         while True:
-            pts = cell_corners(straddling_cells(self.values, level))
-            unsure = smoothed_sign_unsure(self.values, self.known, level)
-            crossing = cell_corners(straddling_cells(box_smooth(self.values), level))
-            pts |= dilate(unsure | crossing, 1)
+            raw = cell_any(self.values <= level) & cell_any(self.values >= level)
+            above, below = smoothed_signs(self.values, self.known, level)
+            pts = dilate(cell_corners(cell_any(above) & cell_any(below)), 1) | cell_corners(raw)
             if self.evaluate(pts) is None:
                 return
             self.stats.closure_rounds += 1

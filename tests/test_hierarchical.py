@@ -93,9 +93,11 @@ def test_no_surface_gives_none():
     assert ext is None and st.points_queried == 9 ** 3
 
 
-def test_band_must_be_positive():
-    with pytest.raises(ValueError):
-        hi.refine_grid(thin_parts_sdf, BBOX_MIN, BBOX_MAX, 5, band=0)
+def test_band_and_margin_must_not_be_negative():
+    with pytest.raises(ValueError, match="band"):
+        hi.refine_grid(thin_parts_sdf, BBOX_MIN, BBOX_MAX, 5, band=-1)
+    with pytest.raises(ValueError, match="margin"):
+        hi.refine_grid(thin_parts_sdf, BBOX_MIN, BBOX_MAX, 5, margin=-0.5)
 
 
 def test_box_smooth_is_the_official_mean_filter():
