@@ -317,7 +317,8 @@ LIBRARY = [
     ("masks-empty-numbered-from-1", lambda: inputs.prepare_masks(np.stack([np.ones((40, 40)), np.zeros((40, 40)),
                                                                            np.zeros((40, 40))]), (40, 40)),
      r"masks: mask 2, 3 of 3 is empty"),
-    ("seg-between-grey-levels", lambda: inputs.to_label_map(np.full((40, 40), 0.5, np.float32)),
+    ("seg-between-grey-levels", lambda: inputs.to_label_map(
+        (0.5 + np.random.RandomState(0).uniform(-1e-3, 1e-3, (40, 40))).astype(np.float32)),
      r"seg map: values between grey levels \(a smoothed or resized map, or a photo\)"),
     ("seg-float-image", lambda: inputs.to_label_map(Image.fromarray(np.zeros((40, 40), np.float32))),
      r"seg map: a floating-point image is not a label map"),
@@ -567,7 +568,8 @@ NODES = [
                   seg_map=torch.randint(0, 256, (1, 64, 64, 3), generator=torch.Generator().manual_seed(0)) / 255.0),
      r"seg map: \d+ different colours, which looks like a photo, a JPEG or an anti-aliased map"),
     ("segment-seg-map-smoothed", "SegmentScene",
-     lambda: dict(image=_img(), mode="label_map", seg_map=torch.full((1, 64, 64, 3), 0.3)),
+     lambda: dict(image=_img(), mode="label_map",
+                  seg_map=0.3 + 1e-3 * torch.rand((1, 64, 64, 3), generator=torch.Generator().manual_seed(0))),
      r"seg map: values between grey levels"),
     ("segment-image-0-255", "SegmentScene", lambda: dict(image=_img(value=7.0), mode="masks", masks=_masks()),
      r"image: values from 7 to 7, but IMAGE values go from 0 to 1"),
@@ -631,3 +633,18 @@ def test_save_node_full_disk_leaves_nothing(comfy_dirs, monkeypatch):
     with pytest.raises(PackOutputError, match="the disk is full"):
         _node("SaveMIDIScene").save(mesh, "full/s", True, "box, ball")
     assert _listing(comfy_dirs / "output") == before  # the scene and the first object were taken back
+
+
+def test_seg_map_shifted_by_the_host_decoder_keeps_its_objects():
+    """ComfyUI 0.27's LoadImage (PyAV) returns a flat grey 29 as 28.887/255 and 150 as 149.4/255:
+    off-grid but still one distinct value per object, so the same objects come out, in order."""
+    exact = np.zeros((48, 48), np.uint8)
+    exact[4:20, 4:20], exact[24:44, 6:30], exact[10:40, 32:44] = 29, 76, 150
+    shift = {0: 0.0, 29: -0.113, 76: 0.21, 150: -0.6}
+    decoded = (exact.astype(np.float64) + np.vectorize(shift.get)(exact)) / 255.0
+    rgb = np.repeat(decoded[None, :, :, None], 3, axis=3).astype(np.float32)  # a ComfyUI IMAGE
+    labels = inputs.to_label_map(rgb)
+    want = inputs.masks_from_label_map(exact)
+    got = inputs.masks_from_label_map(labels)
+    assert len(got[0]) == 3
+    np.testing.assert_array_equal(got[1], want[1])

@@ -65,6 +65,22 @@ def label_map_from_image(img: Image.Image, what: str) -> np.ndarray:
     return _rgb_to_luma(np.asarray(img.convert("RGB")), what)
 
 
+def _snap_to_levels(arr: np.ndarray, what: str) -> np.ndarray:
+    """0..1 floats -> 0..255 levels. Off-grid values are accepted when every distinct value
+    (colour) keeps a level of its own: ComfyUI 0.27's LoadImage decodes PNGs through PyAV
+    and returns flat grey 29 as 28.887, 150 as 149.4. Values that would share a level once
+    rounded are noise or a smooth ramp, not flat regions, and are refused."""
+    scaled = arr.astype(np.float64) * 255.0
+    levels = np.round(scaled)
+    if np.abs(scaled - levels).max() > 0.02:
+        flat = scaled.reshape(-1, scaled.shape[-1]) if scaled.ndim == 3 else scaled.reshape(-1, 1)
+        n_values = len(np.unique(flat, axis=0))
+        n_levels = len(np.unique(levels.reshape(flat.shape), axis=0))
+        if n_values != n_levels:
+            raise MIDIInputError(f"{what}: values between grey levels (a smoothed or resized map, or a photo): {_FIX}")
+    return levels.astype(np.uint8)
+
+
 def to_label_map(seg, what: str = "seg map") -> np.ndarray:
     """Any seg map (PIL image, HxW or HxWx3/4 array, ComfyUI IMAGE (1,H,W,3) in 0..1) -> HxW labels.
 
@@ -86,10 +102,7 @@ def to_label_map(seg, what: str = "seg map") -> np.ndarray:
         arr = arr.astype(np.uint8)
     elif np.issubdtype(arr.dtype, np.floating):
         check_unit_range(arr, what, "IMAGE")
-        scaled = arr.astype(np.float64) * 255.0
-        if np.abs(scaled - np.round(scaled)).max() > 0.02:
-            raise MIDIInputError(f"{what}: values between grey levels (a smoothed or resized map, or a photo): {_FIX}")
-        arr = np.round(scaled).astype(np.uint8)
+        arr = _snap_to_levels(arr, what)
     elif arr.min(initial=0) < 0:
         raise MIDIInputError(f"{what}: negative labels; use 0 for background and positive values for objects")
     if arr.ndim == 2:
