@@ -2,6 +2,11 @@
 
     python docs/make_reroll_figure.py run1.npz run2.npz docs/images/reroll_before_after.png --rerolled 2
 
+The picture in the docs: ``python docs/make_reroll_figure.py --demo DIR docs/images/reroll_before_after.png``
+records Realistic-Style/00 (5 objects, 256 px, 8 steps, seed 42) on the golden tiny checkpoint,
+re-rolls object 2 with seed 7, and decodes both at octree depth 6 with the VAE field made
+object-like as in ``bench.run`` (the tiny checkpoint's random VAE otherwise gives near-identical slabs).
+
 One column per object (top: the recorded run, bottom: the re-roll), one camera per column; kept
 objects grey, re-rolled ones orange. The label says whether the two meshes are identical.
 """
@@ -68,16 +73,52 @@ def load(path):
     return [(z[f"mesh{i}_vertices"].astype(np.float64), z[f"mesh{i}_faces"]) for i in range(n)]
 
 
+def demo(folder) -> tuple[str, str]:
+    """-> two .npz files with mesh keys: the recorded run and the re-roll of object 2 (see the docstring)."""
+    import sys
+    from pathlib import Path
+
+    from PIL import Image as PILImage
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    from bench.run import make_bench_field
+    from midi_model.inputs.labels import split_label_map
+    from midi_model.pipeline import MIDIPipeline
+
+    ex = root.parent / "shared" / "data" / "examples" / "Realistic-Style" / "00"
+    rgb = np.asarray(PILImage.open(f"{ex}_rgb.png").convert("RGB").resize((256, 256), PILImage.BICUBIC))
+    seg = np.asarray(PILImage.open(f"{ex}_seg.png").convert("L").resize((256, 256), PILImage.NEAREST))
+    _, masks = split_label_map(seg, None)
+    pipe = MIDIPipeline.from_pretrained(root.parent / "shared" / "golden" / "midi_tiny", dtype="fp32")
+    cond = pipe.encode(rgb, masks)
+    rec = pipe.sample_recorded(cond, seed=42, steps=8)
+    make_bench_field(pipe.vae, rec.final)
+    out = []
+    for name, r in (("before", rec), ("after", pipe.resample(cond, rec, reroll=[1], seed=7))):
+        arrays = {}
+        for i, m in enumerate(pipe.decode(r.final, octree_depth=6, decoder="progressive-hierarchical")):
+            arrays[f"mesh{i}_vertices"] = np.asarray(m.vertices, np.float32)
+            arrays[f"mesh{i}_faces"] = np.asarray(m.faces, np.int64)
+        out.append(str(Path(folder) / f"demo_{name}.npz"))
+        np.savez(out[-1], **arrays)
+    return out[0], out[1]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("before")
-    ap.add_argument("after")
-    ap.add_argument("out")
+    ap.add_argument("--demo", action="store_true", help="paths are DIR OUT: make the two runs in DIR first")
+    ap.add_argument("paths", nargs="+", help="BEFORE.npz AFTER.npz OUT.png (with --demo: DIR OUT.png)")
     ap.add_argument("--rerolled", default="2", help="objects re-rolled (from 1), comma separated")
     ap.add_argument("--size", type=int, default=150, help="pixels per object panel")
     args = ap.parse_args(argv)
     redo = {int(s) - 1 for s in args.rerolled.split(",")}
-    before, after = load(args.before), load(args.after)
+    if args.demo:
+        folder, args.out = args.paths
+        b_path, a_path = demo(folder)
+    else:
+        b_path, a_path, args.out = args.paths
+    before, after = load(b_path), load(a_path)
     rot = camera()
     size, pad = args.size, 22
     canvas = Image.new("RGB", (len(before) * size + 70, 2 * size + pad), "white")
