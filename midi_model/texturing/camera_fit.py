@@ -171,7 +171,13 @@ def fit_camera(vertices: list, faces: list, masks: np.ndarray, elevations=(10.0,
     """Meshes (world coordinates) + instance masks (n, H, W) -> pinhole camera and per-object IoU.
 
     Stage 1 fits every start view at once at a coarse resolution with few points; stage 2 refines
-    the best one at a finer resolution with many points."""
+    the best one at a finer resolution with many points; stage 3 aligns silhouette edges.
+    Gradients are switched on here, so it also runs inside ``torch.inference_mode`` (ComfyUI)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        return _fit_camera(vertices, faces, masks, elevations, azimuths, seed, callback)
+
+
+def _fit_camera(vertices, faces, masks, elevations, azimuths, seed, callback) -> CameraFit:
     masks = np.asarray(masks).astype(bool)
     if masks.ndim != 3 or len(masks) != len(vertices):
         raise MIDIInputError(f"masks: {len(masks)} masks for {len(vertices)} objects; give one mask per object "
