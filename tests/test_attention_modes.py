@@ -80,3 +80,21 @@ def test_grouped_equals_exact_random_checkpoint(tmp_path):
     finally:
         pipe.transformer.set_multi_instance_blocks(blocks)
     assert float((alone - exact).abs().max()) > 100 * bound
+
+
+def test_a_new_transformer_runs_grouped_sdpa_attention():
+    """Without set_attention (a module built directly, not through from_pretrained) the
+    multi-instance blocks use the grouped form and SDPA, and run."""
+    from midi_model.attention import Attention
+    from midi_model.dit import DiTConfig, MIDIDiT
+
+    dit = MIDIDiT(DiTConfig(num_attention_heads=2, width=8, in_channels=4, num_layers=3, cross_attention_dim=4,
+                            cross_attention_2_dim=6, mi_blocks=(1,)))
+    attns = [m for m in dit.modules() if isinstance(m, Attention)]
+    assert {(a.mi_mode, a.backend) for a in attns} == {("grouped", "sdpa")}
+    assert [b.attn1.use_mi for b in dit.blocks] == [False, True, False]
+    out = dit(torch.randn(4, 8, 4), torch.full((4,), 500.0), torch.randn(4, 1, 4), torch.randn(4, 3, 6), num_instances=2)
+    assert out.shape == (4, 8, 4) and torch.isfinite(out).all()
+    # the config follows (recorded with trajectories, so a re-roll can refuse another model)
+    dit.set_multi_instance_blocks([0, 2])
+    assert dit.config.mi_blocks == (0, 2) and [b.attn1.use_mi for b in dit.blocks] == [True, False, True]

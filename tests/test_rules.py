@@ -87,3 +87,15 @@ def test_decode_progress_counts_chunks_done(golden_pipe, golden):
     total = seen[-1][1]
     assert seen[-1] == (total, total) and all(0 < d <= t == total for d, t in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_importing_the_package_and_its_errors_does_not_import_torch():
+    """What midi_model/__init__.py and errors.py promise (the CLI's parser does import it)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = "import sys, midi_model, midi_model.errors; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
