@@ -52,7 +52,11 @@ def test_transformer_step0_from_golden_inputs(golden_pipe, golden):
 def test_encoder_from_golden_inputs(golden_pipe, golden):
     ids, masks = split_label_map(golden["inputs_seg"], max_instances=3)
     np.testing.assert_array_equal(ids, golden["instance_ids"])
-    cond = golden_pipe.encode(golden["inputs_rgb"], masks)
+    from midi_model.conditioning import build_conditioning
+
+    p = golden_pipe  # the library call with its defaults (the official run: no image padding)
+    cond = build_conditioning(golden["inputs_rgb"], masks, p.image_encoder_1, p.image_encoder_2,
+                              p.feature_extractor_1, p.feature_extractor_2)
     np.testing.assert_array_equal(cond.instance_rgb, golden["instance_rgb"])
     np.testing.assert_array_equal(cond.instance_mask, golden["instance_mask"])
     close("clip_pixel_values", cond.extras["clip_pixel_values"], golden["clip_pixel_values"], 1e-6)
@@ -110,3 +114,16 @@ def test_cfg_runs_exactly_above_one(guidance):
     m = dino.mean(dim=(1, 2))[:, None, None]
     expected = noise + (guidance * m if guidance > 1 else m)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+def test_padding_squares_a_scene_with_a_one_pixel_object():
+    """do_image_padding with objects well inside: no growth, only right/bottom padding to a square."""
+    from midi_model.conditioning import pad_scene
+
+    rgb = np.zeros((6, 10, 3), np.uint8)
+    masks = np.zeros((1, 6, 10), bool)
+    masks[0, 3, 5] = True
+    out_rgb, out_masks = pad_scene(rgb, masks)
+    assert out_rgb.shape == (10, 10, 3) and out_masks.shape == (1, 10, 10)
+    assert (out_rgb[:6] == 0).all() and (out_rgb[6:] == 255).all()
+    assert out_masks[0, 3, 5] and out_masks.sum() == 1
