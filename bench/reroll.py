@@ -20,6 +20,7 @@ import torch
 from bench.run import Meter, make_bench_field, scene_inputs
 from midi_model.dtypes import resolve_dtype
 from midi_model.mesh_cache import MeshCache
+from midi_model.meshing import DEFAULT_DECODER
 from midi_model.pipeline import MIDIPipeline
 from midi_model.testing import write_random_checkpoint
 
@@ -31,7 +32,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--guidance", type=float, default=7.0)
     ap.add_argument("--depth", type=int, default=7)
-    ap.add_argument("--decoder", default="progressive-hierarchical")
+    ap.add_argument("--decoder", default=DEFAULT_DECODER)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--reroll", type=int, default=2, help="the object re-rolled (from 1)")

@@ -97,7 +97,7 @@ def demo(folder) -> tuple[str, str]:
     out = []
     for name, r in (("before", rec), ("after", pipe.resample(cond, rec, reroll=[1], seed=7))):
         arrays = {}
-        for i, m in enumerate(pipe.decode(r.final, octree_depth=6, decoder="progressive-hierarchical")):
+        for i, m in enumerate(pipe.decode(r.final, octree_depth=6)):
             arrays[f"mesh{i}_vertices"] = np.asarray(m.vertices, np.float32)
             arrays[f"mesh{i}_faces"] = np.asarray(m.faces, np.int64)
         out.append(str(Path(folder) / f"demo_{name}.npz"))
