@@ -231,8 +231,12 @@ def texture(args) -> int:
 
 def _progress(label: str):
     start = time.time()
+    last = [None]
 
     def cb(done, total):  # the library's progress: callback(done, total)
+        if (done, total) == last[0]:  # the decoder may report a chunk that did not move the bar
+            return
+        last[0] = (done, total)
         sys.stderr.write(f"\r{label}: {done}/{total} ({time.time() - start:.1f}s)")
         if done >= total:
             sys.stderr.write("\n")
