@@ -81,7 +81,7 @@ class AlignSceneToImage:
         overlay = tex.camera_overlay(rgb, fit.camera, V, F, m[keep], fit.iou)
         progress.set(3)
         report = f"focal {fit.camera.K[0, 0]:.1f} px; IoU per object: " + ", ".join(
-            f"{i}: {x:.3f}" for i, x in enumerate(iou))
+            f"{i}: {x:.3f}" for i, x in enumerate(iou, 1))
         return (fit.camera, _to_image(overlay), report)
 
 

@@ -47,6 +47,7 @@ def test_align_scene_to_image(comfy_inputs, scene):
     assert overlay.shape == (1, scene.camera.height, scene.camera.width, 3)
     ious = [float(x.split(": ")[1]) for x in report.split("IoU per object: ")[1].split(", ")]
     assert len(ious) == 3 and min(ious) >= 0.95, report
+    assert [x.split(": ")[0] for x in report.split("IoU per object: ")[1].split(", ")] == ["1", "2", "3"]  # from 1
     with pytest.raises(MIDIInputError, match="2 masks for 3 meshes"):
         AlignSceneToImage().align(meshes, image, masks[:2])
 

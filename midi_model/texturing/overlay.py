@@ -49,7 +49,7 @@ def camera_overlay(image: np.ndarray, camera: Camera, vertices: list, faces: lis
         for i, m in enumerate(np.asarray(masks).astype(bool)):
             ys, xs = np.nonzero(m)
             if len(xs):
-                draw.text((float(xs.mean()), float(ys.mean())), f"{i}: IoU {ious[i]:.2f}",
+                draw.text((float(xs.mean()), float(ys.mean())), f"{i + 1}: IoU {ious[i]:.2f}",
                           fill=tuple(int(c) for c in colours[i]), stroke_width=1, stroke_fill=(0, 0, 0))
         out = np.asarray(pil)
     return out
