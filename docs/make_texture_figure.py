@@ -1,9 +1,9 @@
 """Figures for docs/texture.md and the README: camera overlay and textured scenes seen from a new view.
 
-    python docs/make_texture_figure.py synthetic OUT.png
+    PYTHONPATH=. python docs/make_texture_figure.py synthetic OUT.png
         the synthetic scene (midi_model.texturing.synthetic): picture | camera fitted from the masks
         (overlay) | the textured scene from another viewpoint (texture baked from the picture)
-    python docs/make_texture_figure.py glb PICTURE.png OVERLAY.png TEXTURED.glb CAMERA.json OUT.png
+    PYTHONPATH=. python docs/make_texture_figure.py glb PICTURE.png OVERLAY.png TEXTURED.glb CAMERA.json OUT.png
         the same three panels for a `texture` / `generate --texture` run
 """
 from __future__ import annotations
