@@ -1,6 +1,7 @@
 """Shared fixtures: the ../shared folder (golden run, examples) and a loaded golden pipeline."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -21,17 +22,38 @@ if str(ROOT) not in sys.path:
 PACK = "comfyui_midi"
 
 
-def _import_pack():
-    if PACK in sys.modules:
-        return sys.modules[PACK]
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+def import_pack(name: str):
+    """Import the pack folder as package ``name``, as ComfyUI does (spec_from_file_location on its
+    ``__init__.py``, the module registered in sys.modules before it runs)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
 
-_import_pack()
+@contextlib.contextmanager
+def pack_imported_as(name: str):
+    """A second copy of the pack under ``name`` (e.g. a path-like name), removed from sys.modules after."""
+    try:
+        yield import_pack(name)
+    finally:
+        for k in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[k]
+
+
+def assert_close(name, ours, ref, tol=1e-5):
+    """ours (tensor or array) against a golden array: same shape, max abs error <= tol x max(1, |ref|max)
+    (an absolute bound scaled by the array's magnitude: latents grow to ~10 over the steps)."""
+    ours = ours.detach().float().cpu().numpy() if torch.is_tensor(ours) else np.asarray(ours)
+    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
+    bound = tol * max(1.0, float(np.abs(ref).max()))
+    err = float(np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max())
+    assert err <= bound, f"{name}: max abs error {err:.3e} > {bound:.3e}"
+
+
+if PACK not in sys.modules:
+    import_pack(PACK)
 
 # The test models are tiny: intra-op thread hand-offs cost more than they save, and on a
 # busy 2-core machine two spinning threads slow 4 sampling steps from ~1 s to ~40 s.

@@ -5,18 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_close
 from midi_model.inputs import split_label_map
 
 STEPS = 4
-
-
-def assert_close(name, ours, ref, tol=1e-5):
-    ours = ours.detach().float().cpu().numpy() if torch.is_tensor(ours) else np.asarray(ours)
-    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
-    # absolute bound scaled by the array's magnitude (latents grow to ~10 over the steps)
-    bound = tol * max(1.0, float(np.abs(ref).max()))
-    err = float(np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max())
-    assert err <= bound, f"{name}: max abs error {err:.3e} > {bound:.3e}"
 
 
 @pytest.fixture(scope="module")

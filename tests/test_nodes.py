@@ -2,7 +2,6 @@
 golden checkpoint, progress, cancel, errors, scene export."""
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import os
 import re
@@ -13,7 +12,7 @@ import pytest
 import torch
 import trimesh
 
-from conftest import ROOT
+from conftest import ROOT, pack_imported_as
 from nodes_fixtures import *  # noqa: F401,F403  (fixtures)
 from nodes_fixtures import TINY
 
@@ -31,12 +30,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 def test_pack_imports_like_comfyui():
     """ComfyUI: spec_from_file_location(<path with '.' -> '_x_'>, <pack>/__init__.py), module in sys.modules."""
     name = (str(ROOT) + ".copy").replace(".", "_x_")
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[str(ROOT)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with pack_imported_as(name) as mod:
         assert set(mod.NODE_CLASS_MAPPINGS) == {"LoadMIDIExample", "LoadMIDIModel", "SegmentScene",
                                                 "EncodeMultiInstanceCondition", "MIDISampler", "MIDIRerollObjects",
                                                 "DecodeToMeshes", "SaveMIDIScene", "AlignSceneToImage",
@@ -47,9 +41,6 @@ def test_pack_imports_like_comfyui():
         loader = sys.modules[name + ".nodes.loader"]
         assert loader.errors.__name__ == name + ".midi_model.errors"
         assert mod.NODE_CLASS_MAPPINGS["LoadMIDIModel"].__module__ == name + ".nodes.loader"
-    finally:
-        for k in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-            del sys.modules[k]
 
 
 def test_only_host_imports_comfyui():

@@ -7,18 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_close as close
 from midi_model.inputs import split_label_map
 from midi_model.sampling import euler_step, guide, rectified_flow_schedule
 
 STEPS = 4
-
-
-def close(name, ours, ref, tol=1e-5):
-    ours = ours.detach().float().cpu().numpy() if torch.is_tensor(ours) else np.asarray(ours)
-    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
-    bound = tol * max(1.0, float(np.abs(ref).max()))
-    err = float(np.abs(ours.astype(np.float64) - ref.astype(np.float64)).max())
-    assert err <= bound, f"{name}: max abs error {err:.3e} > {bound:.3e}"
 
 
 def t(a):

@@ -3,14 +3,13 @@ is validated (with the command that fetches them), and the download CLI run from
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, pack_imported_as
 from nodes_fixtures import *  # noqa: F401,F403  (fixtures)
 
 from comfyui_midi import nodes
@@ -29,16 +28,8 @@ def comfy_exception_type(exc: BaseException) -> str:
 def pack_as_comfyui_imports_it(tmp_path):
     """The pack imported the way ComfyUI imports a folder pack: its package name is the folder's path."""
     name = str(tmp_path / "custom_nodes" / "ComfyUI-MIDI").replace(".", "_x_")
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[str(ROOT)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with pack_imported_as(name) as mod:
         yield name, mod
-    finally:
-        for k in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
-            del sys.modules[k]
 
 
 # ------------------------------------------------------------------------------------------------
