@@ -17,8 +17,7 @@ import tempfile
 import numpy as np
 import torch
 
-from bench.run import Meter, make_bench_field, scene_inputs
-from midi_model.dtypes import resolve_dtype
+from bench.run import Meter, make_bench_field, run_settings, scene_inputs
 from midi_model.mesh_cache import MeshCache
 from midi_model.meshing import DEFAULT_DECODER
 from midi_model.pipeline import MIDIPipeline
@@ -38,13 +37,8 @@ def main(argv=None):
     ap.add_argument("--reroll", type=int, default=2, help="the object re-rolled (from 1)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dev = torch.device(args.device)
-    dtype = resolve_dtype(args.dtype, dev)
-    res = {"preset": args.preset, "instances": args.instances, "steps": args.steps, "depth": args.depth,
-           "decoder": args.decoder, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-           "threads": torch.get_num_threads(), "dtype": str(dtype).replace("torch.", "")}
+    dev, dtype, res = run_settings(args)
+    res.update(decoder=args.decoder, dtype=str(dtype).replace("torch.", ""))
     img, masks = scene_inputs(args.instances)
     with tempfile.TemporaryDirectory() as tmp:
         root = write_random_checkpoint(tmp, args.preset, seed=0, dtype=torch.float32 if dev.type == "cpu" else torch.bfloat16)

@@ -172,6 +172,19 @@ def example_inputs(image: str, seg: str, n: int):
     return img, masks
 
 
+def run_settings(args) -> tuple[torch.device, torch.dtype, dict]:
+    """Threads, device and dtype from the parsed arguments -> (device, dtype, the JSON fields
+    every bench prints about where it ran)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    dtype = resolve_dtype(args.dtype, dev)
+    where = {"preset": args.preset, "instances": args.instances, "steps": args.steps, "depth": args.depth,
+             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+             "threads": torch.get_num_threads()}
+    return dev, dtype, where
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.run")
     ap.add_argument("--preset", default="medium", choices=["tiny", "medium", "full"])
@@ -194,13 +207,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dev = torch.device(args.device)
-    dtype = resolve_dtype(args.dtype, dev)
-    res = {"preset": args.preset, "instances": args.instances, "steps": args.steps, "depth": args.depth,
-           "guidance": args.guidance, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-           "threads": torch.get_num_threads(), "fast_dtype": str(dtype).replace("torch.", ""), "offload": args.offload}
+    dev, dtype, res = run_settings(args)
+    res.update(guidance=args.guidance, fast_dtype=str(dtype).replace("torch.", ""), offload=args.offload)
     if args.image and args.seg:
         img, masks = example_inputs(args.image, args.seg, args.instances)
         res.update(image=args.image, instances=int(masks.shape[0]))
