@@ -46,9 +46,10 @@ TARGETS = {
     "meshing": ["tests/test_decode_fields.py", "tests/test_hierarchical.py", "tests/test_rules.py",
                 "tests/test_golden_parity.py"],
     "hierarchical": ["tests/test_decode_fields.py", "tests/test_hierarchical.py"],
-    "scene": ["tests/test_rules.py::test_unique_names", "tests/test_rules.py::test_scene_nodes_are_named_uniquely",
-              "tests/test_rules.py::test_node_names_use_the_library_rule"],
-    "inputs.labels": [FAST, "tests/test_bad_inputs.py", "tests/test_golden_parity.py"],
+    "scene": ["tests/test_rules.py", "tests/test_texturing.py",
+              "tests/test_bad_inputs.py::test_export_glb_refuses_an_existing_file"],
+    "inputs.labels": [FAST, "tests/test_bad_inputs.py", "tests/test_segmentation_import.py",
+                      "tests/test_golden_parity.py"],
 }
 
 # The one-line changes that left the whole suite green before issue #10 (each must fail a test).
@@ -242,7 +243,7 @@ def swap_in(modname: str, tree: ast.Module) -> int:
 # ---- running -------------------------------------------------------------------------------
 
 def preload():
-    """Import torch, the library, the pack and the test modules once (children inherit them)."""
+    """Import torch, the library, the pack and the test helpers once (children inherit them)."""
     os.chdir(ROOT)
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     import pytest  # noqa: F401
@@ -265,7 +266,7 @@ def preload():
 
     # The golden pipeline and arrays, loaded once: the children's session fixtures return
     # these. Functions that run while loading are recorded: a mutant in one of them gets a
-    # fresh load in its child (see ``run_child``).
+    # fresh load in its child.
     import numpy as np
 
     from midi_model.pipeline import MIDIPipeline
@@ -277,25 +278,31 @@ def preload():
             called.add((frame.f_code.co_filename, frame.f_code.co_firstlineno))
         return None
 
-    sys.setprofile(lambda f, e, a: tracer(f, e, a) if e == "call" else None)
+    sys.setprofile(tracer)
     try:
         pipe = MIDIPipeline.from_pretrained(conftest.GOLDEN_MODEL, device="cpu", dtype="fp32")
     finally:
         sys.setprofile(None)
     golden = dict(np.load(conftest.GOLDEN / "reference_run.npz"))
     PRELOADED.update(pipe=pipe, golden=golden, load_time=called)
+    use_preloaded_fixtures()
 
 
 PRELOADED = {}
 
 
 def use_preloaded_fixtures():
-    """Point the conftest's golden fixtures at the parent's objects (children only)."""
+    """Point the conftest's golden fixtures at the parent's objects; a child that runs a mutant
+    of a load-time function sets ``PRELOADED["fresh"]`` and loads its own (mutated) pipeline."""
     import conftest
     import pytest
 
     @pytest.fixture(scope="session")
     def golden_pipe():
+        if PRELOADED.get("fresh"):
+            from midi_model.pipeline import MIDIPipeline
+
+            return MIDIPipeline.from_pretrained(conftest.GOLDEN_MODEL, device="cpu", dtype="fp32")
         return PRELOADED["pipe"]
 
     @pytest.fixture(scope="session")
@@ -307,55 +314,286 @@ def use_preloaded_fixtures():
 
 def runs_at_load(modname: str, tree: ast.Module, line: int) -> bool:
     """Is the innermost function around ``line`` one that ran while the golden model loaded?"""
-    best = None
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno <= line <= node.end_lineno:
-            if best is None or node.lineno > best.lineno:
-                best = node
+    best = _function_at(tree, line)
     if best is None:
         return True
     first = best.decorator_list[0].lineno if best.decorator_list else best.lineno
     return (str(module_path(modname)), first) in PRELOADED.get("load_time", ())
 
 
-def run_child(modname, tree, tests, timeout, fresh_load: bool = False) -> str:
-    pid = os.fork()
-    if pid == 0:
-        code = 3
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 1)
-            os.dup2(devnull, 2)
-            signal.alarm(timeout)
-            try:
-                swap_in(modname, tree)
-            except Exception:
-                os._exit(4)  # the mutant does not compile / import: killed
-            import pytest
+def _function_at(tree, line):
+    best = None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno <= line <= node.end_lineno:
+            if best is None or node.lineno > best.lineno:
+                best = node
+    return best
 
-            if not fresh_load:
-                use_preloaded_fixtures()
-            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests])
-        finally:
-            os._exit(int(code))
-    deadline = time.time() + timeout + 5
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.time() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return "timeout"
-        time.sleep(0.05)
-    if os.WIFSIGNALED(status):
-        return "timeout" if os.WTERMSIG(status) == signal.SIGALRM else "killed"
-    code = os.WEXITSTATUS(status)
-    return {0: "survived", 4: "error", 5: "no-tests"}.get(code, "killed")
+
+def mutant_lines(tree, mutant) -> set:
+    """The source lines whose execution the mutant can change: the mutated node's own lines (for a
+    negated if / while, its condition's); for a default value or decorator (evaluated when the
+    module loads, read at every call), every line of the function's body."""
+    node, _ = _node_at(tree, mutant[0])
+    if isinstance(node, (ast.If, ast.While, ast.IfExp)):
+        node = node.test
+    fn = _function_at(tree, node.lineno)
+    if fn is not None and node.lineno < fn.body[0].lineno:
+        return set(range(fn.body[0].lineno, fn.end_lineno + 1))
+    return set(range(node.lineno, node.end_lineno + 1))
+
+
+# ---- line coverage: which test runs which line of the mutated module ---------------------------
+
+class LineTracer:
+    """sys.settrace line coverage of one file, per context (a test id, ``fixture:<name>`` while a
+    fixture sets up, ``collect`` while pytest imports the test files)."""
+
+    def __init__(self, filename: str):
+        self.filename, self.stack, self.hits = filename, ["other"], {}
+
+    def _global(self, frame, event, arg):
+        if frame.f_code.co_filename == self.filename:
+            return self._local
+        return None
+
+    def _local(self, frame, event, arg):
+        if event == "line":
+            self.hits.setdefault(self.stack[-1], set()).add(frame.f_lineno)
+        return self._local
+
+    def start(self):
+        import threading
+
+        threading.settrace(self._global)
+        sys.settrace(self._global)
+
+    def stop(self):
+        import threading
+
+        sys.settrace(None)
+        threading.settrace(None)
+
+
+class MutationPlugin:
+    """Runs inside a pytest session in the parent: collection happens once; the normal test loop is
+    replaced by the mutation loop (one forked child per mutant, running chosen items with
+    ``runtestprotocol``)."""
+
+    def __init__(self, mod, tree, mutants, chosen, args, lines):
+        self.mod, self.tree, self.mutants, self.chosen, self.args, self.lines = mod, tree, mutants, chosen, args, lines
+        self.tracer = LineTracer(str(module_path(mod)))
+        self.results, self.summary = [], {}
+        self.alone_ok = {}
+
+    # collection runs in the parent: a line executed only then is marked (``collect``)
+    def pytest_collection(self, session):
+        self.tracer.stack.append("collect")
+        self.tracer.start()
+
+    def pytest_collection_finish(self, session):
+        self.tracer.stop()
+        self.tracer.stack.pop()
+
+    def pytest_runtestloop(self, session):
+        import pytest
+
+        if session.testsfailed and not session.config.option.continue_on_collection_errors:
+            raise SystemExit(f"{self.mod}: the test subset does not collect")
+        items = list(session.items)
+        self.run_module(items)
+        return True
+
+    @staticmethod
+    def _fixture_stack_hook(tracer):
+        import pytest
+
+        class Hooks:
+            @pytest.hookimpl(wrapper=True)
+            def pytest_fixture_setup(self, fixturedef, request):
+                tracer.stack.append("fixture:" + fixturedef.argname)
+                try:
+                    return (yield)
+                finally:
+                    tracer.stack.pop()
+
+        return Hooks()
+
+    def _run_items(self, items, timeout, tree=None, fresh=False, trace=False):
+        """Fork; in the child swap the mutant in (if any) and run ``items`` in order, stopping at the
+        first failure. ``timeout`` is CPU seconds (a busy machine does not make a mutant time out);
+        the wall clock allows 10x that + 60 s. -> (result, failing test id or None, child's extra data)."""
+        import resource
+
+        from _pytest.runner import runtestprotocol
+
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code, out = 3, {}
+            try:
+                os.close(rfd)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.dup2(devnull, 2)
+                resource.setrlimit(resource.RLIMIT_CPU, (timeout, timeout + 5))
+                signal.alarm(10 * timeout + 60)
+                if tree is not None:
+                    try:
+                        swap_in(self.mod, tree)
+                    except Exception:
+                        os._exit(4)  # the mutant does not compile / import: killed
+                PRELOADED["fresh"] = fresh
+                tracer = None
+                if trace:
+                    tracer = self.tracer
+                    tracer.stack[:] = ["other"]
+                    tracer.hits = {}
+                    items[0].config.pluginmanager.register(self._fixture_stack_hook(tracer), "mutation-trace")
+                    tracer.start()
+                durations, cpu, failed = {}, {}, None
+                for k, item in enumerate(items):
+                    nxt = items[k + 1] if k + 1 < len(items) else None
+                    if tracer is not None:
+                        tracer.stack.append(item.nodeid)
+                    t, c = time.perf_counter(), time.process_time()
+                    reports = runtestprotocol(item, log=False, nextitem=nxt)
+                    durations[item.nodeid] = time.perf_counter() - t
+                    cpu[item.nodeid] = time.process_time() - c
+                    if tracer is not None:
+                        tracer.stack.pop()
+                    if any(r.failed for r in reports):
+                        failed = item.nodeid
+                        break
+                if tracer is not None:
+                    tracer.stop()
+                    out["hits"] = {k: sorted(v) for k, v in tracer.hits.items()}
+                    out["fixtures"] = {it.nodeid: list(it.fixturenames) for it in items}
+                out.update(failed=failed, durations=durations, cpu=cpu)
+                with os.fdopen(wfd, "w") as f:
+                    json.dump(out, f)
+                code = 1 if failed else 0
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        import select
+
+        deadline, chunks = time.time() + 10 * timeout + 65, []
+        with os.fdopen(rfd, "rb") as f:  # the child writes at its end; EOF when it exits or dies
+            while True:
+                ready, _, _ = select.select([f], [], [], max(0.0, deadline - time.time()))
+                if not ready:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    return "timeout", None, {}
+                chunk = os.read(f.fileno(), 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+        data = b"".join(chunks)
+        extra = json.loads(data) if data else {}
+        if os.WIFSIGNALED(status):
+            res = "timeout" if os.WTERMSIG(status) in (signal.SIGALRM, signal.SIGXCPU, signal.SIGKILL) else "killed"
+            return res, None, extra
+        code = os.WEXITSTATUS(status)
+        return {0: "survived", 1: "killed", 4: "error"}.get(code, "killed"), extra.get("failed"), extra
+
+    def run_module(self, items):
+        mod, args = self.mod, self.args
+        by_id = {it.nodeid: it for it in items}
+        if args.list:
+            for i in sorted(self.chosen):
+                m = self.mutants[i]
+                print(f"{mod}:{i:<14d} line {m[3]:4d} {m[2]:24s} | {self.lines[m[3] - 1].strip() if m[3] else ''}")
+            return
+        # one traced run of the unmutated code: per-test lines and durations, and it must pass
+        t0 = time.time()
+        res, failed, cov = self._run_items(items, 3600, trace=True)
+        if res != "survived":
+            raise SystemExit(f"{mod}: the unmutated code fails its tests ({res}: {failed}); fix that first")
+        base = time.time() - t0
+        durations, cpu = cov["durations"], cov["cpu"]
+        covering = {}  # line -> test ids that execute it, or use a fixture that does
+        users = {}
+        for nodeid, names in cov["fixtures"].items():
+            for n in names:
+                users.setdefault("fixture:" + n, []).append(nodeid)
+        for ctx, lines in cov["hits"].items():
+            tests = [ctx] if ctx in by_id else users.get(ctx, [])
+            for ln in lines:
+                covering.setdefault(ln, set()).update(tests)
+        collect_lines = set(self.tracer.hits.get("collect", ()))
+        full_timeout = args.timeout or int(3 * sum(cpu.values())) + 10
+        print(f"{mod}: {len(items)} tests, traced unmutated run {base:.0f} s; "
+              f"{len(covering)} lines of the module run under them", flush=True)
+        counts, t0 = {}, time.time()
+        for i, m in enumerate(self.mutants):
+            if i not in self.chosen:
+                continue
+            mid, code = f"{mod}:{i}", (self.lines[m[3] - 1].strip() if m[3] else "")
+            fresh = runs_at_load(mod, self.tree, m[3])
+            lines = mutant_lines(self.tree, m)
+            mutated = apply_mutant(self.tree, m)
+            if args.all_tests or fresh or lines & collect_lines:
+                chosen, how = items, "all"
+            else:
+                ids = set().union(*(covering.get(ln, set()) for ln in lines))
+                chosen = sorted((by_id[t] for t in ids), key=lambda it: durations.get(it.nodeid, 0.0))
+                how = "covering"
+            if not chosen:
+                res, killer = "uncovered", None
+            else:
+                timeout = args.timeout or int(3 * sum(cpu.get(it.nodeid, 0.0) for it in chosen)) + 10
+                res, killer, _ = self._run_items(chosen, min(timeout, full_timeout), tree=mutated, fresh=fresh)
+                if res == "killed" and killer and how == "covering" and not self._passes_alone(by_id[killer], full_timeout):
+                    # the test fails alone on the unmutated code: judge the mutant on the whole subset
+                    res, killer, _ = self._run_items(items, full_timeout, tree=mutated, fresh=fresh)
+                    how = "all"
+            counts[res] = counts.get(res, 0) + 1
+            print(res[0], end="", flush=True)
+            self.results.append({"id": mid, "line": m[3], "mutation": m[2], "code": code, "result": res,
+                                 "tests_run": how if chosen else "none", "killed_by": killer})
+            if res in ("survived", "uncovered"):
+                print(f"{res.upper()} {mid:18s} line {m[3]:4d} {m[2]:24s} | {code}", flush=True)
+        self.summary = dict(counts, mutants=sum(counts.values()), generated=len(self.mutants),
+                            seconds=round(time.time() - t0))
+        print(f"\n== {mod}: {self.summary}", flush=True)
+
+    def _passes_alone(self, item, timeout) -> bool:
+        if item.nodeid not in self.alone_ok:
+            self.alone_ok[item.nodeid] = self._run_items([item], timeout)[0] == "survived"
+        return self.alone_ok[item.nodeid]
 
 
 def existing(tests):
     return [t for t in tests if (ROOT / t.split("::")[0]).exists()]
+
+
+def run_issue_changes(args) -> int:
+    results = []
+    for mod, what, old, new in ISSUE_CHANGES:
+        src = module_path(mod).read_text()
+        if src.count(old) != 1:
+            results.append({"module": mod, "change": what, "result": "not found (code changed)"})
+            print(f"{mod:14s} {what}: not found in the code (it was restructured)", flush=True)
+            continue
+        plugin = MutationPlugin(mod, ast.parse(src.replace(old, new)), [], set(), args, [])
+        plugin.run_module = lambda items, p=plugin: p.results.append(
+            p._run_items(items, args.timeout or 600, tree=p.tree, fresh=True)[:2])
+        _pytest_session(existing(ISSUE_TESTS[mod]), plugin)
+        res, killer = plugin.results[0] if plugin.results else ("error", None)
+        results.append({"module": mod, "change": what, "result": res, "killed_by": killer})
+        print(f"{mod:14s} {what}: {res}" + (f" ({killer})" if killer else ""), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0 if all(r["result"] in ("killed", "timeout", "error") for r in results) else 1
+
+
+def _pytest_session(tests, plugin):
+    import pytest
+
+    pytest.main(["-q", "-s", "-p", "no:cacheprovider", "--no-header", *tests], plugins=[plugin])
 
 
 def main(argv=None) -> int:
@@ -364,79 +602,53 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true", help="print the mutants, run nothing")
     ap.add_argument("--issue", action="store_true", help="run the issue's one-line changes only")
     ap.add_argument("--timeout", type=int, default=0,
-                    help="seconds per mutant (a hang counts as killed); default: 3x the unmutated run + 20")
+                    help="CPU seconds per mutant (a hang counts as killed); default: 3x the CPU time of its "
+                         "tests in the traced unmutated run + 10")
     ap.add_argument("--only", help="comma-separated mutant ids (module:index) to run")
     ap.add_argument("--sample", type=int, default=0,
                     help="run this many mutants per module, drawn with --seed (0: all of them)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--all-tests", action="store_true",
+                    help="run the module's whole test subset for every mutant (default: only the tests that "
+                         "execute the mutated line, fastest first)")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
 
-    if args.issue:
-        preload()
-        results = []
-        for mod, what, old, new in ISSUE_CHANGES:
+    if args.list:
+        for mod in args.module or list(TARGETS):
             src = module_path(mod).read_text()
-            if src.count(old) != 1:
-                results.append({"module": mod, "change": what, "result": "not found (code changed)"})
-                print(f"{mod:14s} {what}: not found in the code (it was restructured)", flush=True)
-                continue
-            tree = ast.parse(src.replace(old, new))
-            res = run_child(mod, tree, existing(ISSUE_TESTS[mod]), args.timeout or 600, fresh_load=True)
-            results.append({"module": mod, "change": what, "result": res})
-            print(f"{mod:14s} {what}: {res}", flush=True)
-        if args.out:
-            Path(args.out).write_text(json.dumps(results, indent=1))
-        return 0 if all(r["result"] in ("killed", "timeout", "error") for r in results) else 1
+            mutants = find_mutants(ast.parse(src))
+            plugin = MutationPlugin(mod, None, mutants, _chosen(mod, mutants, args), args, src.splitlines())
+            plugin.run_module([])
+        return 0
+    preload()
+    if args.issue:
+        return run_issue_changes(args)
 
-    modules = args.module or list(TARGETS)
-    only = set(args.only.split(",")) if args.only else None
-    if not args.list:
-        preload()
     summary, results = {}, []
-    for mod in modules:
+    for mod in args.module or list(TARGETS):
         src = module_path(mod).read_text()
         tree = ast.parse(src)
         mutants = find_mutants(tree)
-        lines = src.splitlines()
-        tests = existing(TARGETS[mod])
-        counts = {}
-        timeout = args.timeout
-        if not args.list and not timeout:
-            t0 = time.time()
-            base = run_child(mod, tree, tests, 900)
-            if base != "survived":
-                raise SystemExit(f"{mod}: the unmutated code fails its tests ({base}); fix that first")
-            timeout = int(3 * (time.time() - t0)) + 20
-            print(f"{mod}: unmutated run {time.time() - t0:.0f} s, timeout {timeout} s", flush=True)
-        t0 = time.time()
-        chosen = set(range(len(mutants)))
-        if args.sample and args.sample < len(mutants):
-            import random
-
-            chosen = set(random.Random(f"{args.seed}:{mod}").sample(sorted(chosen), args.sample))
-        for i, m in enumerate(mutants):
-            mid = f"{mod}:{i}"
-            if (only is not None and mid not in only) or (only is None and i not in chosen):
-                continue
-            code = lines[m[3] - 1].strip() if m[3] else ""
-            if args.list:
-                print(f"{mid:18s} line {m[3]:4d} {m[2]:24s} | {code}")
-                continue
-            fresh = runs_at_load(mod, tree, m[3])
-            res = run_child(mod, apply_mutant(tree, m), tests, timeout, fresh_load=fresh)
-            counts[res] = counts.get(res, 0) + 1
-            print(f"{res[0]}", end="", flush=True)
-            results.append({"id": mid, "line": m[3], "mutation": m[2], "code": code, "result": res})
-            if res == "survived":
-                print(f"SURVIVED {mid:18s} line {m[3]:4d} {m[2]:24s} | {code}", flush=True)
-        if not args.list:
-            summary[mod] = dict(counts, mutants=sum(counts.values()), generated=len(mutants),
-                                seconds=round(time.time() - t0))
-            print(f"== {mod}: {summary[mod]}", flush=True)
+        plugin = MutationPlugin(mod, tree, mutants, _chosen(mod, mutants, args), args, src.splitlines())
+        _pytest_session(existing(TARGETS[mod]), plugin)
+        if not plugin.summary:
+            raise SystemExit(f"{mod}: the mutation run did not complete (see the pytest output above)")
+        summary[mod], results = plugin.summary, results + plugin.results
         if args.out:
             Path(args.out).write_text(json.dumps({"summary": summary, "results": results}, indent=1))
     return 0
+
+
+def _chosen(mod, mutants, args) -> set:
+    if args.only:
+        return {int(x.split(":")[-1]) for x in args.only.split(",") if x.rpartition(":")[0] == mod}
+    chosen = set(range(len(mutants)))
+    if args.sample and args.sample < len(mutants):
+        import random
+
+        chosen = set(random.Random(f"{args.seed}:{mod}").sample(sorted(chosen), args.sample))
+    return chosen
 
 
 if __name__ == "__main__":
