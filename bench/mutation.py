@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # quickest first (``pytest -x`` stops at the first failure)
 FAST = "tests/test_parity_fast.py"
 TARGETS = {
-    "sampling": [FAST, "tests/test_rules.py::test_sampling_progress_counts_steps_done",
+    "sampling": [FAST, "tests/test_sampler_contract.py", "tests/test_rules.py::test_sampling_progress_counts_steps_done",
                  "tests/test_golden_parity.py", "tests/test_reroll.py"],
     "attention": [FAST, "tests/test_attention_modes.py", "tests/test_precision.py"],
     "dit": [FAST, "tests/test_attention_modes.py", "tests/test_golden_parity.py"],
@@ -46,7 +46,7 @@ TARGETS = {
     "meshing": ["tests/test_decode_fields.py", "tests/test_hierarchical.py", "tests/test_rules.py",
                 "tests/test_golden_parity.py"],
     "hierarchical": ["tests/test_decode_fields.py", "tests/test_hierarchical.py"],
-    "scene": ["tests/test_rules.py", "tests/test_texturing.py",
+    "scene": ["tests/test_scene_file.py", "tests/test_rules.py", "tests/test_texturing.py",
               "tests/test_bad_inputs.py::test_export_glb_refuses_an_existing_file"],
     "inputs.labels": [FAST, "tests/test_bad_inputs.py", "tests/test_segmentation_import.py",
                       "tests/test_golden_parity.py"],
