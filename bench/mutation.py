@@ -396,7 +396,6 @@ class MutationPlugin:
         self.tracer.stack.pop()
 
     def pytest_runtestloop(self, session):
-
         if session.testsfailed and not session.config.option.continue_on_collection_errors:
             raise SystemExit(f"{self.mod}: the test subset does not collect")
         items = list(session.items)
