@@ -17,10 +17,16 @@ top down:
 3. go one level finer inside the flagged cells; everywhere else the values are the
    trilinear interpolation of the coarser level, which keeps the strict sign of those
    cells;
-4. at the finest level, when smoothing follows, evaluate the raw values the 3x3x3
-   mean reads around every cell whose smoothed corners may straddle 0 (a point's
-   smoothed sign is certain when its neighbourhood is one-signed, or when the known
-   part of the sum decides it whatever the unknown same-signed values are).
+4. at the finest level only signs matter away from the surface, so inside the flagged
+   cells a new point is evaluated only when its cell's corners do not settle its sign:
+   a corner q settles a point at distance d when |f(q)| > slack x G x d (the same
+   assumption; slack = margin / 0.866 makes it the cell test at a cell centre). The
+   others get a value of that sign. Then the corners of every cell that straddles 0 are
+   evaluated (repeating while new values reveal more), and, when smoothing follows, the
+   raw values the 3x3x3 mean reads around every cell whose smoothed corners may
+   straddle 0 (a point's smoothed sign is certain when its neighbourhood is one-signed,
+   or when the known part of the sum decides it whatever the unknown same-signed values
+   are).
 
 The returned grid equals the dense grid (bit for bit, when ``query`` is deterministic
 per point) at every point the (smoothed) marching cubes reads in a crossing cell and
@@ -182,6 +188,60 @@ def gradient_bound(values: torch.Tensor, known: torch.Tensor) -> float:
     return float(g2[ok].max().sqrt())
 
 
+def certified_children(values: torch.Tensor, known: torch.Tensor, slope: float, slack: float) -> torch.Tensor:
+    """Signs of the next-finer lattice's new points that the known points of this lattice
+    decide: a new point at distance d (in fine steps) from a known corner q of its cell has
+    the sign of q when |v(q)| > slack x slope x d, slope being the largest gradient in field
+    units per fine step (the same assumption as the cell test). A new point with k odd
+    coordinates sits at the centre of an edge, face or cell of this lattice: its corners are
+    the 2^k lattice points around it, all at d = sqrt(k).
+
+    values, known (m,m,m) on this lattice -> (2m-1)^3 on the finer one: a lower bound of
+    |f| with the certain sign, 0 where the sign is not certain (corners that disagree
+    settle nothing; the points of this lattice are left 0 too)."""
+    m = values.shape[0]
+    out = torch.zeros((2 * m - 1,) * 3, dtype=values.dtype, device=values.device)
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    for parity in _PARITIES[1:]:
+        thr = slack * slope * sum(parity) ** 0.5
+        pos = torch.where(known & (values > thr), values, zero)
+        neg = torch.where(known & (values < -thr), -values, zero)
+        for ax in range(3):
+            if parity[ax]:
+                pos = torch.maximum(_along(pos, ax, 0, -1), _along(pos, ax, 1, None))
+                neg = torch.maximum(_along(neg, ax, 0, -1), _along(neg, ax, 1, None))
+        sl = tuple(slice(p, None, 2) for p in parity)
+        out[sl] = torch.where(neg == 0, (pos - thr).clamp_(min=0), torch.where(pos == 0, thr - neg, zero))
+    return out
+
+
+_PARITIES = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+
+
+def gradient_bound_near(values: torch.Tensor, known: torch.Tensor, idx: torch.Tensor) -> float:
+    """``gradient_bound`` over only the base points whose stencil contains one of the points
+    ``idx`` (k,3): what evaluating those points can add to the maximum."""
+    m = values.shape[0]
+    vf, kf = values.reshape(-1), known.reshape(-1)
+    steps = (m * m, m, 1)
+    best = 0.0
+    for back in range(4):  # the new point as the base, or as its +x, +y or +z neighbour
+        c = idx if back == 0 else idx - torch.as_tensor([int(a == back - 1) for a in range(3)], device=idx.device)
+        ok = (c >= 0).all(dim=1) & (c < m - 1).all(dim=1)
+        c = c[ok]
+        if c.shape[0] == 0:
+            continue
+        base = (c[:, 0] * m + c[:, 1]) * m + c[:, 2]
+        ok = kf[base]
+        g2 = torch.zeros(base.shape[0], dtype=values.dtype, device=values.device)
+        for st in steps:
+            ok &= kf[base + st]
+            g2 += (vf[base + st] - vf[base]) ** 2
+        if bool(ok.any()):
+            best = max(best, float(g2[ok].max().sqrt()))
+    return best
+
+
 def cell_any(mask: torch.Tensor) -> torch.Tensor:
     """point mask (m,m,m) -> cells (m-1)^3 with at least one corner in it."""
     for ax in range(3):
@@ -189,6 +249,7 @@ def cell_any(mask: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+SMOOTH_CHUNK = 1 << 17  # points whose 27 neighbours are gathered at once (~40 MB)
 _OFFSETS = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]
 
 
@@ -211,23 +272,21 @@ def smoothed_signs(values: torch.Tensor, known: torch.Tensor, level: float = 0.0
     kp = torch.nn.functional.pad(known[None, None].to(torch.uint8), (1, 1, 1, 1, 1, 1), value=1)[0, 0].bool()
     n = vp.shape[1]
     base = ((idx[:, 0] + 1) * n + idx[:, 1] + 1) * n + idx[:, 2] + 1
+    offsets = torch.tensor([(i * n + j) * n + k for i, j, k in _OFFSETS], device=values.device)
     vf, kf = vp.reshape(-1), kp.reshape(-1)
-    s = torch.zeros(idx.shape[0], dtype=values.dtype, device=values.device)
-    mag = torch.zeros_like(s)
-    unk_pos = torch.zeros(idx.shape[0], dtype=torch.bool, device=values.device)
-    unk_neg = torch.zeros_like(unk_pos)
-    for i, j, k in _OFFSETS:
-        f = base + (i * n + j) * n + k
+    sure_above = torch.empty(idx.shape[0], dtype=torch.bool, device=values.device)
+    sure_below = torch.empty_like(sure_above)
+    for c in range(0, idx.shape[0], SMOOTH_CHUNK):  # the 27 neighbours of a chunk of points at once
+        f = base[c:c + SMOOTH_CHUNK, None] + offsets
         v, kn = vf[f], kf[f]
-        kv = torch.where(kn, v, torch.zeros_like(v))
-        s += kv
-        mag += kv.abs()
-        unk_pos |= ~kn & (v > 0)
-        unk_neg |= ~kn & (v <= 0)
-    tol = 1e-5 * mag
-    none_known = mag == 0
-    sure_above = ~unk_neg & ((s > tol) | (none_known & unk_pos))
-    sure_below = ~unk_pos & ((s < -tol) | none_known)
+        kv = torch.where(kn, v, torch.zeros((), dtype=v.dtype, device=v.device))
+        s, mag = kv.sum(dim=1), kv.abs().sum(dim=1)
+        unk_pos = (~kn & (v > 0)).any(dim=1)
+        unk_neg = (~kn & (v <= 0)).any(dim=1)
+        tol = 1e-5 * mag
+        none_known = mag == 0
+        sure_above[c:c + SMOOTH_CHUNK] = ~unk_neg & ((s > tol) | (none_known & unk_pos))
+        sure_below[c:c + SMOOTH_CHUNK] = ~unk_pos & ((s < -tol) | none_known)
     q = (idx[:, 0], idx[:, 1], idx[:, 2])
     may_above[q] = ~sure_below
     may_below[q] = ~sure_above
@@ -267,6 +326,7 @@ class _Level:
         v = torch.cat(vals)
         self.values[idx[:, 0], idx[:, 1], idx[:, 2]] = v
         self.known[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+        self.last_added = idx
         self.stats.points_queried += n
         self.stats.per_level[self.level] = self.stats.per_level.get(self.level, 0) + n
         return idx.min(dim=0).values.cpu().numpy(), idx.max(dim=0).values.cpu().numpy()
@@ -302,13 +362,31 @@ class _Level:
             if added is None:
                 return slope
             self.stats.closure_rounds += 1
-            new_slope = gradient_bound(self.values, self.known) if margin is not None else 0.0
+            new_slope = gradient_bound_near(self.values, self.known, self.last_added) if margin is not None else 0.0
             if new_slope > slope:
                 slope, box = new_slope, full
             else:
                 lo, hi = added
                 pad = band + 2
                 box = (np.maximum(lo - pad, 0), np.minimum(hi + 1 + pad, m))
+
+    def certify_finest(self, region: torch.Tensor, coarse_values: torch.Tensor, coarse_known: torch.Tensor,
+                       slope: float, margin: float, level: float = 0.0) -> None:
+        """Finest level: only signs and the values marching cubes reads matter, so inside the
+        refined region evaluate just the points whose sign the coarser corners do not settle
+        (``certified_children``); the others get a value of their certain sign. The slope is
+        re-measured on the new values; if it grows, the certificates are recomputed with it."""
+        slack = margin / (3 ** 0.5 / 2)  # the cell test's margin as a factor on the slope: equal at a cell centre
+        while True:
+            sure = certified_children(coarse_values, coarse_known, slope, slack)
+            if self.evaluate(region & (sure == 0)) is None:
+                break
+            new_slope = gradient_bound_near(self.values, self.known, self.last_added)
+            if new_slope <= slope:
+                break
+            slope = new_slope
+        stand_in = region & ~self.known
+        self.values[stand_in] = sure[stand_in] + level
 
     def close_smoothed(self, level: float = 0.0) -> None:
         """Finest level, smoothing next: marching cubes reads the smoothed values at the
@@ -356,10 +434,15 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
     for lvl in range(c, depth):
         slope = lv.close(band, margin, restrict=restrict, level=level)
         need = lv.flagged_cells(band, margin, slope, restrict, level)
+        coarse_values, coarse_known = lv.values, lv.known
         lv.values = upsample_points(lv.values)
         lv.known = upsample_known(lv.known)
         lv.level, lv.stride = lvl + 1, lv.stride // 2
-        lv.evaluate(cell_corners(upsample_cells(need)))
+        region = cell_corners(upsample_cells(need))
+        if lvl + 1 < depth or margin is None:
+            lv.evaluate(region)
+        else:
+            lv.certify_finest(region, coarse_values - level, coarse_known, slope / 2, margin, level)
     # finest level: the mesh needs exact values at the corners of the straddling cells
     # (all evaluated already when every flagged parent was refined; closing traces any left)
     lv.close(0, None, restrict=restrict, level=level)

@@ -190,3 +190,85 @@ def test_golden_depth8_box_and_mesh_blocks(golden_pipe, golden):
         corners = hi.cell_corners(hi.straddling_cells(s_dense))
         torch.testing.assert_close(s_sub[corners], s_dense[corners], atol=1e-6, rtol=0)
     assert rec["points_queried"] < 0.2 * rec["dense_points_official"]
+
+
+# ---- the finest level's sign certificates (hierarchical.certified_children) -----------------
+
+def _lattice(values):
+    v = torch.tensor(values, dtype=torch.float32)
+    return v, torch.ones_like(v, dtype=torch.bool)
+
+
+def test_a_known_corner_settles_a_new_point_only_beyond_slope_times_distance():
+    from midi_model import hierarchical as hi
+
+    v, k = _lattice(np.full((2, 2, 2), 5.0))
+    v[0, 0, 0] = 1.05  # the only corner that can settle anything: the others are unknown
+    k[:] = False
+    k[0, 0, 0] = True
+    sure = hi.certified_children(v, k, slope=1.0, slack=1.0)
+    # edge midpoints at distance 1: 1.05 > 1, bound 0.05; face centre sqrt 2 and cell centre sqrt 3: not
+    for p in ((1, 0, 0), (0, 1, 0), (0, 0, 1)):
+        assert float(sure[p]) == pytest.approx(0.05, abs=1e-6)
+    assert float(sure[1, 1, 0]) == 0 and float(sure[1, 1, 1]) == 0
+    assert float(sure[2, 1, 0]) == 0  # an edge whose corners are both unknown
+    assert float(sure[0, 0, 0]) == 0  # points of the coarse lattice are not new
+    assert not bool(hi.certified_children(v, k, slope=1.0, slack=1.1).any())  # the slack scales the slope
+
+
+def test_corners_of_both_signs_settle_nothing_and_negatives_are_certified_too():
+    from midi_model import hierarchical as hi
+
+    v, k = _lattice(np.full((2, 2, 2), -3.0))
+    sure = hi.certified_children(v, k, slope=1.0, slack=1.0)
+    assert float(sure[1, 1, 1]) == pytest.approx(-(3.0 - 3 ** 0.5), abs=1e-6)
+    assert float(sure[1, 0, 0]) == pytest.approx(-2.0, abs=1e-6)
+    v[1, 1, 1] = 3.0  # a steeper jump than the slope allows: no certainty where both reach
+    sure = hi.certified_children(v, k, slope=1.0, slack=1.0)
+    assert float(sure[1, 1, 1]) == 0 and float(sure[2, 2, 1]) == 0
+    assert float(sure[1, 0, 0]) == pytest.approx(-2.0, abs=1e-6)  # an edge away from the +3 corner
+
+
+def test_finest_level_rechecks_its_certificates_when_a_steeper_slope_shows_up():
+    """A gentle plane through the box, one deep well next to it (found because it sits where
+    the sign is uncertain) and one small hole farther out that the gentle slope would certify
+    as outside: only re-measuring the slope on the new values finds the hole."""
+    from midi_model import hierarchical as hi
+    from midi_model.meshing import grid_points
+
+    depth, g = 6, 65
+    ii = np.arange(g, dtype=np.float32)
+    dense = np.broadcast_to(0.01 * (ii[:, None, None] - 20.5), (g, g, g)).copy()
+    dense[21, 33, 33] = -5.0   # near the plane: evaluated, reveals a steep slope
+    dense[23, 35, 37] = -0.01  # 2.5 steps out (plane value +0.025): a one-point hole
+    grid = torch.from_numpy(dense)
+    lo, hi_ = np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 1.0])
+
+    def query(p):
+        idx = torch.round((p - torch.from_numpy(lo).float()) / 2.0 * (g - 1)).long()
+        return grid[idx[:, 0], idx[:, 1], idx[:, 2]]
+
+    vals, known, _ = hi.refine_grid(query, lo, hi_, depth, coarse_depth=4, smoothing=False)
+    assert bool(known[23, 35, 37]) and float(vals[23, 35, 37]) == pytest.approx(-0.01)
+    assert bool(((vals <= 0) == (grid <= 0)).all())
+    assert grid_points(lo, hi_, depth)[1] == [g, g, g]
+
+
+def test_cpu_query_blocks_give_the_official_chunks_values_bit_for_bit(golden_pipe, golden):
+    from midi_model import meshing
+    from midi_model.meshing import BBOX_MAX, BBOX_MIN, grid_points, query_field
+
+    vae = golden_pipe.vae
+    lat = torch.from_numpy(golden["final_latents"])[:2]
+    pts = torch.from_numpy(grid_points(BBOX_MIN, BBOX_MAX, 5)[0])  # 35,937 points: one official chunk
+    calls = []
+    real = vae.query
+    vae.query = lambda ctx, p: calls.append(p.shape[1]) or real(ctx, p)
+    try:
+        blocked = [q(pts) for q in meshing._field_queries(vae, lat, 50_000)]
+    finally:
+        del vae.query
+    assert max(calls) == meshing.CPU_QUERY_BLOCK < pts.shape[0]
+    official = query_field(vae, lat, pts[None].expand(2, -1, -1), 50_000)
+    for i in range(2):
+        assert torch.equal(blocked[i], official[i])
