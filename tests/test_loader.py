@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from midi_model.errors import MIDILoadError
+from midi_model.meshing import CPU_QUERY_BLOCK
 from midi_model.pipeline import MIDIPipeline
 from midi_model.testing import write_random_checkpoint
 
@@ -221,11 +222,12 @@ def test_decode_out_of_memory_retries_with_smaller_chunks(decoder, golden_pipe, 
     """As ComfyUI's VAE decode does: an OOM starts the decode again in smaller pieces; same meshes."""
     lat = torch.from_numpy(golden["final_latents"])
     expected = golden_pipe.decode(lat, octree_depth=5, decoder=decoder, chunk=3000)
-    query, sizes = golden_pipe.vae.query, []
+    query, sizes, raised = golden_pipe.vae.query, [], []
 
     def small_only(context, points):
         sizes.append(points.shape[1])
         if points.shape[1] > 3000:
+            raised.append(len(sizes))
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return query(context, points)
 
@@ -235,7 +237,11 @@ def test_decode_out_of_memory_retries_with_smaller_chunks(decoder, golden_pipe, 
     assert [r.getMessage() for r in caplog.records] == [
         "decode: out of GPU memory, retrying with 12000 grid points per chunk",
         "decode: out of GPU memory, retrying with 3000 grid points per chunk"]
-    assert 12000 in sizes and max(sizes[sizes.index(12000) + 1:]) <= 3000  # the third try ran in chunks of 3000
+    # the second try asked for at most 12000 points at a time (on the CPU the coarse-to-fine decoders
+    # query in blocks of at most meshing.CPU_QUERY_BLOCK), the third ran in chunks of 3000
+    second = 12_000 if decoder == "progressive" else min(12_000, CPU_QUERY_BLOCK)
+    assert len(raised) == 2 and 3000 < sizes[raised[1] - 1] <= second
+    assert max(sizes[raised[1]:]) <= 3000
     for a, b in zip(meshes, expected):
         np.testing.assert_array_equal(a.faces, b.faces)
         np.testing.assert_array_equal(a.vertices, b.vertices)
