@@ -443,9 +443,11 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
             lv.evaluate(region)
         else:
             lv.certify_finest(region, coarse_values - level, coarse_known, slope / 2, margin, level)
-    # finest level: the mesh needs exact values at the corners of the straddling cells
-    # (all evaluated already when every flagged parent was refined; closing traces any left)
-    lv.close(0, None, restrict=restrict, level=level)
+    if restrict is None or margin is None:
+        # finest level: the mesh needs exact values at the corners of the straddling cells
+        lv.close(0, None, restrict=restrict, level=level)
+    # (a restricted pass with the near-zero test wants signs only, and every point it may
+    # need is evaluated or settled by now)
     if smoothing and restrict is None:
         lv.close_smoothed(level)
     return lv.values, lv.known, stats
