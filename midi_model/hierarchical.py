@@ -324,6 +324,7 @@ class _Level:
                 levels = self.depth - self.first_level + 1
                 self.progress((self.level - self.first_level + min(s + self.chunk, n) / n) / levels)
         v = torch.cat(vals)
+        self.last_old = self.values[idx[:, 0], idx[:, 1], idx[:, 2]]  # interpolated or settled values they replace
         self.values[idx[:, 0], idx[:, 1], idx[:, 2]] = v
         self.known[idx[:, 0], idx[:, 1], idx[:, 2]] = True
         self.last_added = idx
@@ -362,6 +363,8 @@ class _Level:
             if added is None:
                 return slope
             self.stats.closure_rounds += 1
+            if margin is None and not self.signs_changed(level):
+                return slope  # straddling (and restrict) depend on signs only: nothing new can be flagged
             new_slope = gradient_bound_near(self.values, self.known, self.last_added) if margin is not None else 0.0
             if new_slope > slope:
                 slope, box = new_slope, full
@@ -369,6 +372,12 @@ class _Level:
                 lo, hi = added
                 pad = band + 2
                 box = (np.maximum(lo - pad, 0), np.minimum(hi + 1 + pad, m))
+
+    def signs_changed(self, level: float = 0.0) -> bool:
+        """Whether the last evaluated points have another sign than the values they replaced."""
+        i = self.last_added
+        new = self.values[i[:, 0], i[:, 1], i[:, 2]]
+        return bool((torch.sign(new - level) != torch.sign(self.last_old - level)).any())
 
     def certify_finest(self, region: torch.Tensor, coarse_values: torch.Tensor, coarse_known: torch.Tensor,
                        slope: float, margin: float, level: float = 0.0) -> None:

@@ -149,3 +149,25 @@ def test_pipeline_decode_accepts_hierarchical(golden_pipe, golden):
     meshes = golden_pipe.decode(lat, 5, "progressive-hierarchical", record=rec, coarse_depth=3, band=2)
     assert len(meshes) == 1 and len(meshes[0].faces) > 0
     assert set(rec["hierarchical_stats"][0]) == {"box_pass", "mesh_pass"}
+
+
+def test_surface_tracing_alone_follows_a_finger_the_lattice_never_sees():
+    """margin=None (no near-zero test): only the closure at the finest level finds a finger
+    0.6 voxel in radius whose axis runs between the coarser lattice points, by evaluating the
+    corners of the cells it crosses, again and again along its length."""
+    depth, g = 6, 65
+    vox = 2.01 / 64
+    axis = -1.005 + 33 * vox  # y = z = an odd (finest-only) lattice index
+
+    def field(p):
+        x, y, z = p.unbind(1)
+        sphere = torch.sqrt((x - axis) ** 2 + (y - axis) ** 2 + (z - axis) ** 2) - 0.3
+        finger = torch.maximum(torch.sqrt((y - axis) ** 2 + (z - axis) ** 2) - 0.6 * vox, (x - axis - 0.45).abs() - 0.2)
+        return torch.minimum(sphere, finger)
+
+    dense = dense_values(field, BBOX_MIN, BBOX_MAX, depth)
+    finger_points = int((dense[44:, 33, 33] <= 0).sum())  # beyond the sphere
+    assert finger_points >= 8 and bool((dense[::2, ::2, ::2][22:] > 0).all())  # the coarser lattices miss it
+    grid, known, _ = hi.refine_grid(field, BBOX_MIN, BBOX_MAX, depth, coarse_depth=3, margin=None, smoothing=False)
+    assert torch.equal(grid <= 0, dense <= 0)
+    assert_same_mesh(mesh(dense, BBOX_MIN, BBOX_MAX - BBOX_MIN, False), mesh(grid, BBOX_MIN, BBOX_MAX - BBOX_MIN, False))
