@@ -401,8 +401,10 @@ class _Level:
         """Finest level, smoothing next: marching cubes reads the smoothed values at the
         corners of the cells whose smoothed corners straddle the level, so evaluate the
         raw values their 3x3x3 means read, around every cell that may straddle (a point
-        of unsure smoothed sign makes its cells "may straddle"); repeat, new values can
-        move the smoothed surface."""
+        of unsure smoothed sign makes its cells "may straddle"); repeat while new values
+        change a sign. (Exact values of the signs they replace only add known terms of
+        the sign the bounds already assumed: a sure smoothed sign stays sure, so no cell
+        starts to straddle.)"""
         while True:
             raw = cell_any(self.values <= level) & cell_any(self.values >= level)
             above, below = smoothed_signs(self.values, self.known, level)
@@ -410,6 +412,8 @@ class _Level:
             if self.evaluate(pts) is None:
                 return
             self.stats.closure_rounds += 1
+            if not self.signs_changed(level):
+                return
 
 
 def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAULT_COARSE_DEPTH,

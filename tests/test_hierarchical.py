@@ -171,3 +171,26 @@ def test_surface_tracing_alone_follows_a_finger_the_lattice_never_sees():
     grid, known, _ = hi.refine_grid(field, BBOX_MIN, BBOX_MAX, depth, coarse_depth=3, margin=None, smoothing=False)
     assert torch.equal(grid <= 0, dense <= 0)
     assert_same_mesh(mesh(dense, BBOX_MIN, BBOX_MAX - BBOX_MIN, False), mesh(grid, BBOX_MIN, BBOX_MAX - BBOX_MIN, False))
+
+
+def test_smoothing_closure_goes_on_when_a_new_value_changes_sign():
+    """margin=None: a one-point spike (-10) 1.5 voxels outside a sphere is first evaluated by the
+    smoothing closure (it lies in the 3x3x3 neighbourhood of the sphere's smoothed crossing
+    cells); its sign change makes new smoothed crossing cells around it, whose neighbourhoods
+    a second round must evaluate for the smoothed mesh to be the dense one."""
+    depth, vox = 6, 2.01 / 64
+
+    def at(i):
+        return -1.005 + i * vox
+
+    spike_at = torch.tensor([at(43), at(33), at(31)])
+
+    def field(p):
+        sphere = (p - torch.tensor([at(32)] * 3)).norm(dim=1) - 0.3
+        spike = torch.where((p - spike_at).norm(dim=1) < 0.1 * vox, -10.0, 1.0)
+        return torch.minimum(sphere, spike)
+
+    dense = dense_values(field, BBOX_MIN, BBOX_MAX, depth)
+    grid, _, _ = hi.refine_grid(field, BBOX_MIN, BBOX_MAX, depth, coarse_depth=3, margin=None)
+    assert float(grid[43, 33, 31]) == -10.0
+    assert_same_mesh(mesh(dense, BBOX_MIN, BBOX_MAX - BBOX_MIN), mesh(grid, BBOX_MIN, BBOX_MAX - BBOX_MIN))
