@@ -155,7 +155,7 @@ def test_surface_tracing_alone_follows_a_finger_the_lattice_never_sees():
     """margin=None (no near-zero test): only the closure at the finest level finds a finger
     0.6 voxel in radius whose axis runs between the coarser lattice points, by evaluating the
     corners of the cells it crosses, again and again along its length."""
-    depth, g = 6, 65
+    depth = 6
     vox = 2.01 / 64
     axis = -1.005 + 33 * vox  # y = z = an odd (finest-only) lattice index
 
