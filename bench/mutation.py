@@ -48,7 +48,7 @@ TARGETS = {
     "hierarchical": ["tests/test_decode_fields.py", "tests/test_hierarchical.py"],
     "scene": ["tests/test_scene_file.py", "tests/test_rules.py", "tests/test_texturing.py",
               "tests/test_bad_inputs.py::test_export_glb_refuses_an_existing_file"],
-    "inputs.labels": [FAST, "tests/test_bad_inputs.py", "tests/test_segmentation_import.py",
+    "inputs.labels": ["tests/test_label_maps.py", FAST, "tests/test_bad_inputs.py", "tests/test_segmentation_import.py",
                       "tests/test_golden_parity.py"],
 }
 
