@@ -83,3 +83,61 @@ def test_padding_on_a_wide_image_keeps_the_official_axis_swap():
     np.testing.assert_array_equal(out[7:67], im)
     assert (out[:7] == 255).all() and (out[67:] == 255).all()
     np.testing.assert_array_equal(mo[0, 7:67], m[0])
+
+
+def official_padding(im: np.ndarray, masks: np.ndarray):
+    """``do_image_padding`` as midi_facts.md describes it, on PIL images: the extent of all objects
+    around the centre (rows against width//2, columns against height//2), a side grown to
+    int(1.25 L) when L > 0.8 of it, the image pasted centred on white, then padded right/bottom."""
+    from PIL import Image
+
+    height, width = im.shape[:2]
+    rows, cols = np.nonzero(masks.any(0))
+    L = max(max(abs(int(rows.max()) - width // 2), abs(int(rows.min()) - width // 2)) * 2,
+            max(abs(int(cols.max()) - height // 2), abs(int(cols.min()) - height // 2)) * 2)
+    new_w = int(L / 4 * 5) if L > width * 0.8 else width
+    new_h = int(L / 4 * 5) if L > height * 0.8 else height
+    canvas = Image.new("RGB", (new_w, new_h), (255, 255, 255))
+    canvas.paste(Image.fromarray(im), ((new_w - width) // 2, (new_h - height) // 2))
+    side = max(new_w, new_h)
+    square = Image.new("RGB", (side, side), (255, 255, 255))
+    square.paste(canvas, (0, 0))
+    out_masks = []
+    for m in masks:
+        c = Image.new("L", (new_w, new_h), 0)
+        c.paste(Image.fromarray(m.astype(np.uint8) * 255), ((new_w - width) // 2, (new_h - height) // 2))
+        s = Image.new("L", (side, side), 0)
+        s.paste(c, (0, 0))
+        out_masks.append(np.asarray(s) > 0)
+    return np.asarray(square), np.stack(out_masks)
+
+
+def padding_cases():
+    r = np.random.RandomState(3)
+    cases = [((100, 100), [(10, 90, 10, 90)]),      # extent exactly 80 = 0.8 x 100: not grown
+             ((100, 100), [(10, 91, 10, 91)]),      # 82: grown
+             ((100, 100), [(50, 51, 50, 51)]),      # one pixel at the centre
+             ((100, 100), [(0, 1, 0, 1)]),          # one pixel in the corner
+             ((60, 100), [(20, 30, 40, 60)]),       # wide, the axis swap decides
+             ((100, 60), [(5, 95, 20, 40)]),        # tall
+             ((80, 120), [(0, 80, 0, 120)])]        # the objects fill the frame
+    for _ in range(12):
+        h, w = r.randint(40, 130, 2)
+        boxes = []
+        for _ in range(r.randint(1, 4)):
+            y0, x0 = r.randint(0, h - 1), r.randint(0, w - 1)
+            boxes.append((y0, r.randint(y0 + 1, h + 1), x0, r.randint(x0 + 1, w + 1)))
+        cases.append(((int(h), int(w)), boxes))
+    return cases
+
+
+@pytest.mark.parametrize("size, boxes", padding_cases())
+def test_padding_equals_the_official_paste(size, boxes):
+    h, w = size
+    im = rgb(h, w)
+    masks = np.stack([box_mask(h, w, *b) for b in boxes])
+    want_rgb, want_masks = official_padding(im, masks)
+    out, mo = pad_scene(im, masks)
+    assert out.dtype == np.uint8 and mo.dtype == bool
+    np.testing.assert_array_equal(out, want_rgb)
+    np.testing.assert_array_equal(mo, want_masks)
