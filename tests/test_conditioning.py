@@ -40,6 +40,19 @@ def test_too_many_instances():
         check_masks(rgb(), masks, max_instances=7)
 
 
+def test_max_instances_allows_exactly_that_many():
+    masks = np.stack([box_mask(64, 64, i, i + 2, 0, 5) for i in range(0, 14, 2)])
+    assert check_masks(rgb(), masks, max_instances=7).shape == (7, 64, 64)
+
+
+def test_more_instances_than_trained_warn(recwarn):
+    masks = np.stack([box_mask(64, 64, i, i + 2, 0, 5) for i in range(0, 16, 2)])
+    check_masks(rgb(), masks[:7])
+    assert not [w for w in recwarn if "trained with" in str(w.message)]
+    with pytest.warns(UserWarning, match=r"masks: 8 instances, more than the 7 MIDI was trained with"):
+        check_masks(rgb(), masks)
+
+
 def test_image_too_small():
     with pytest.raises(MIDIInputError, match=r"image is 16x16 \(WxH\): at least 32 px"):
         check_masks(rgb(16, 16), np.ones((1, 16, 16), bool))
@@ -120,7 +133,11 @@ def padding_cases():
              ((100, 100), [(0, 1, 0, 1)]),          # one pixel in the corner
              ((60, 100), [(20, 30, 40, 60)]),       # wide, the axis swap decides
              ((100, 60), [(5, 95, 20, 40)]),        # tall
-             ((80, 120), [(0, 80, 0, 120)])]        # the objects fill the frame
+             ((80, 120), [(0, 80, 0, 120)]),        # the objects fill the frame
+             ((101, 101), [(0, 60, 40, 60)]),       # odd sides: the centre is side // 2
+             ((101, 101), [(40, 101, 40, 60)]),
+             ((101, 101), [(40, 60, 0, 60)]),
+             ((101, 101), [(40, 60, 40, 101)])]
     for _ in range(12):
         h, w = r.randint(40, 130, 2)
         boxes = []
@@ -141,3 +158,26 @@ def test_padding_equals_the_official_paste(size, boxes):
     assert out.dtype == np.uint8 and mo.dtype == bool
     np.testing.assert_array_equal(out, want_rgb)
     np.testing.assert_array_equal(mo, want_masks)
+
+
+def test_padding_without_object_pixels_keeps_the_scene():
+    im = rgb(40, 60)
+    masks = np.zeros((2, 40, 60), bool)
+    out, mo = pad_scene(im, masks)
+    assert out is im and mo is masks
+
+
+def test_prepare_instances_pads_when_asked_and_warns_about_cut_objects(recwarn):
+    im = rgb(60, 100)
+    masks = np.stack([box_mask(60, 100, 20, 30, 40, 60), box_mask(60, 100, 5, 50, 85, 99)])
+    with pytest.warns(UserWarning, match=r"100x60 \(WxH\), not square: .* centre 60x60 square, and object\(s\) 2 reach"):
+        inst, mask, scene = prepare_instances(im, masks)
+    np.testing.assert_array_equal(scene, im)
+    assert inst.shape == (2, 60, 100, 3) and mask.shape == (2, 60, 100)
+    recwarn.clear()
+    inst, mask, scene = prepare_instances(im, masks, image_padding=True)
+    want_rgb, want_masks = pad_scene(im, masks)
+    assert scene.shape[0] == scene.shape[1]
+    np.testing.assert_array_equal(scene, want_rgb)
+    np.testing.assert_array_equal(mask, want_masks.astype(np.uint8) * 255)
+    assert not [w for w in recwarn if "not square" in str(w.message)]
