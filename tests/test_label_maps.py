@@ -180,3 +180,63 @@ def test_masks_to_label_map():
         masks_to_label_map(np.ones((256, 2, 2), bool))
     with pytest.raises(MIDIInputError, match=r"expected \(N,H,W\), got shape \(4, 5\)"):
         masks_to_label_map(np.ones((4, 5)))
+
+
+def test_16_bit_maps_switch_to_int32_above_255():
+    lab, _ = layout()
+    for top, dtype in ((255, np.uint8), (256, np.int32)):
+        seg = Image.fromarray(((lab > 0) * top).astype(np.uint16))
+        out = to_label_map(seg)
+        assert out.dtype == dtype and out.max() == top, top
+
+
+def test_more_than_max_levels_colours_are_refused_even_if_only_green_differs():
+    rgb = np.zeros((8, 8 * (MAX_LEVELS + 1), 3), np.uint8)
+    for k in range(MAX_LEVELS + 1):
+        rgb[:, 8 * k:8 * k + 8] = (10, 3 * k, 20)
+    with pytest.raises(MIDIInputError, match=f"{MAX_LEVELS + 1} different colours"):
+        to_label_map(rgb)
+
+
+def test_grey_0_and_1_colours_without_a_black_background():
+    _, rgb = layout()
+    full = rgb.copy()
+    full[(rgb == 0).all(-1)] = (0, 0, 1)          # grey 0, but not black: no background colour at all
+    with pytest.raises(MIDIInputError, match=r"#000001 have the same grey value 0 .* vanish into the background"):
+        to_label_map(full)
+    dim = rgb.copy()
+    dim[44:48, :] = (1, 1, 1)                     # grey 1 next to a black background: an object
+    assert 1 in np.unique(to_label_map(dim))
+
+
+def test_float_maps_off_the_grey_levels():
+    lab, _ = layout()
+    # deviations up to 0.02 of a level are rounding noise, even where two values share a level
+    x = 0.02 / 255
+    assert x * 255.0 == 0.02
+    grey = lab.astype(np.float64) * 60 / 255
+    grey[0, 0] = x
+    np.testing.assert_array_equal(to_label_map(grey), lab * 60)
+    noisy = grey.copy()
+    noisy[1, 1] = 1e-6
+    np.testing.assert_array_equal(to_label_map(noisy), lab * 60)
+    # further off: accepted while every distinct value keeps a level of its own (odd-sized maps too)
+    shifted = (lab.astype(np.float64) * 60 + 0.3 * (lab > 0))[:47, :63] / 255
+    np.testing.assert_array_equal(to_label_map(shifted), (lab * 60)[:47, :63])
+    # colours: per colour, not per channel (100.3 and 100.0 share a level in different colours)
+    rgb = np.zeros((40, 40, 3))
+    rgb[5:20, 5:20] = (100.3, 50, 50)
+    rgb[22:38, 5:38] = (100.0, 60, 60)
+    want = np.asarray(Image.fromarray(np.round(rgb).astype(np.uint8)).convert("L"))
+    np.testing.assert_array_equal(to_label_map(rgb[None] / 255), want)
+    # values that do share a level once rounded are a smooth ramp, refused
+    ramp = grey.copy()
+    ramp[2, 2] = 0.3 / 255
+    with pytest.raises(MIDIInputError, match="values between grey levels"):
+        to_label_map(ramp)
+
+
+def test_float_maps_must_be_in_0_1():
+    lab, _ = layout()
+    with pytest.raises(MIDIInputError, match=r"seg map: values from 0 to 180, but IMAGE values go from 0 to 1"):
+        to_label_map(lab.astype(np.float32) * 60)
