@@ -182,12 +182,13 @@ def test_masks_to_label_map():
         masks_to_label_map(np.ones((4, 5)))
 
 
-def test_16_bit_maps_switch_to_int32_above_255():
+def test_integer_maps_switch_to_int32_above_255():
     lab, _ = layout()
     for top, dtype in ((255, np.uint8), (256, np.int32)):
-        seg = Image.fromarray(((lab > 0) * top).astype(np.uint16))
-        out = to_label_map(seg)
-        assert out.dtype == dtype and out.max() == top, top
+        arr = ((lab > 0) * top).astype(np.uint16)
+        for seg in (Image.fromarray(arr), arr, arr.astype(np.int64)):
+            out = to_label_map(seg)
+            assert out.dtype == dtype and out.max() == top, (top, type(seg))
 
 
 def test_more_than_max_levels_colours_are_refused_even_if_only_green_differs():
