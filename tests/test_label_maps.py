@@ -241,3 +241,53 @@ def test_float_maps_must_be_in_0_1():
     lab, _ = layout()
     with pytest.raises(MIDIInputError, match=r"seg map: values from 0 to 180, but IMAGE values go from 0 to 1"):
         to_label_map(lab.astype(np.float32) * 60)
+
+
+def _with(h, w, *regions):
+    lab = np.zeros((h, w), np.uint8)
+    lab[10:60, 10:60] = 200                          # a real object
+    for value, (ys, xs) in regions:
+        lab[ys, xs] = value
+    return lab
+
+
+def test_lines_two_pixels_thick_are_not_objects():
+    for region in ((slice(70, 72), slice(5, 95)),    # horizontal: each pixel has one outside neighbour
+                   (slice(5, 95), slice(70, 72))):   # vertical
+        with pytest.raises(MIDIInputError, match=r"1 of its 2 grey levels \(9\) cover only specks or 1-2 pixel thin"):
+            check_label_map(_with(100, 100, (9, region)))
+
+
+def test_the_interior_share_is_exact():
+    lab = _with(100, 100, (9, (slice(70, 73), slice(70, 74))))
+    lab[70, 70] = lab[72, 73] = 0                     # 10 pixels, 2 of them interior: exactly 20 %
+    check_label_map(lab)
+    blob = _with(100, 100, (9, (slice(70, 73), slice(70, 73))), (9, (slice(71, 72), slice(73, 95))))
+    with pytest.raises(MIDIInputError, match=r"\(9\) cover only specks"):
+        check_label_map(blob)                         # 31 pixels, 2 interior: a line with a knot
+
+
+def test_a_map_with_one_speck_is_refused_and_64_levels_are_allowed():
+    lab = np.zeros((100, 100), np.uint8)
+    lab[50, 50] = 7
+    with pytest.raises(MIDIInputError, match=r"1 of its 1 grey levels \(7\)"):
+        check_label_map(lab)
+    check_label_map(np.zeros((100, 100), np.uint8))   # nothing to check
+    levels = np.zeros((80, 8 * MAX_LEVELS), np.uint8)
+    for k in range(MAX_LEVELS):
+        levels[:, 8 * k:8 * k + 8] = k + 1
+    check_label_map(levels)
+    levels[:5, :8] = MAX_LEVELS + 1
+    with pytest.raises(MIDIInputError, match=f"{MAX_LEVELS + 1} different grey levels"):
+        check_label_map(levels)
+
+
+def test_a_two_pixel_region_in_a_one_pixel_wide_map_is_an_object():
+    # both of its pixels are interior (each one's only neighbour is the other), and 2 pixels are
+    # not a speck
+    check_label_map(np.array([[5], [5]], np.uint8))
+
+
+def test_masks_to_label_map_takes_a_list():
+    m = [np.eye(3, dtype=bool), np.fliplr(np.eye(3, dtype=bool))]
+    np.testing.assert_array_equal(masks_to_label_map(m), [[1, 0, 2], [0, 2, 0], [2, 0, 1]])
