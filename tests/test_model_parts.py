@@ -1,0 +1,51 @@
+"""Small model parts against their formulas, on tiny random modules: the VAE's frequency embedding
+(with and without pi), the DiT's timestep sinusoid (even and odd widths), and the VAE decode's
+chunks and progress."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from midi_model.dit import timestep_sinusoid
+from midi_model.testing import randomize
+from midi_model.vae import FrequencyEmbedding, TripoSGVAE, VAEConfig
+
+
+def test_frequency_embedding_formula():
+    x = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    for include_pi in (False, True):
+        out = FrequencyEmbedding(4, include_pi)(x).double().numpy()
+        xs = x.double().numpy()
+        f = 2.0 ** np.arange(4) * (math.pi if include_pi else 1.0)
+        arg = (xs[..., None] * f).reshape(2, 5, 12)          # x's 4 frequencies, then y's, then z's
+        want = np.concatenate([xs, np.sin(arg), np.cos(arg)], axis=-1)
+        np.testing.assert_allclose(out, want, atol=1e-5, err_msg=f"include_pi={include_pi}")
+
+
+def test_timestep_sinusoid_formula():
+    t = torch.tensor([0.0, 1.0, 250.5, 999.0])
+    for dim in (8, 9, 64, 129):
+        out = timestep_sinusoid(t, dim).double().numpy()
+        half = dim // 2
+        freqs = np.exp(-math.log(10000.0) * np.arange(half) / half)
+        arg = t.double().numpy()[:, None] * freqs
+        want = np.concatenate([np.sin(arg), np.cos(arg)] + ([np.zeros((4, 1))] if dim % 2 else []), axis=1)
+        assert out.shape == (4, dim)
+        np.testing.assert_allclose(out, want, atol=1e-4, err_msg=f"dim={dim}")
+
+
+def test_vae_decode_in_chunks_reports_points_done():
+    cfg = VAEConfig(latent_channels=4, num_attention_heads=2, width_encoder=16, width_decoder=16,
+                    num_layers_encoder=1, num_layers_decoder=2, embed_frequency=2)
+    torch.manual_seed(0)
+    vae = randomize(TripoSGVAE(cfg)).eval()
+    latents = torch.randn(1, 6, 4)
+    points = torch.rand(1, 20, 3) * 2 - 1
+    seen = []
+    with torch.no_grad():
+        whole = vae.decode(latents, points, chunk=100)
+        chunked = vae.decode(latents, points, chunk=7, callback=lambda done, total: seen.append((done, total)))
+    assert seen == [(7, 20), (14, 20), (20, 20)]
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
