@@ -49,3 +49,18 @@ def test_vae_decode_in_chunks_reports_points_done():
         chunked = vae.decode(latents, points, chunk=7, callback=lambda done, total: seen.append((done, total)))
     assert seen == [(7, 20), (14, 20), (20, 20)]
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+
+
+def test_set_attention_reaches_every_attention_module():
+    from midi_model.attention import Attention
+    from midi_model.dit import DiTConfig, MIDIDiT
+
+    dit = MIDIDiT(DiTConfig(num_attention_heads=2, width=8, in_channels=4, num_layers=3, cross_attention_dim=6,
+                            cross_attention_2_dim=5, mi_blocks=(1,)))
+    attns = [m for m in dit.modules() if isinstance(m, Attention)]
+    assert len(attns) == 9
+    dit.set_attention(backend="math", mi_mode="exact")
+    assert {(m.backend, m.mi_mode) for m in attns} == {("math", "exact")}
+    dit.set_attention(mi_mode="grouped")          # the other setting is kept
+    assert {(m.backend, m.mi_mode) for m in attns} == {("math", "grouped")}
+    assert [b.attn1.use_mi for b in dit.blocks] == [False, True, False]
