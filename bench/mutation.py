@@ -39,7 +39,7 @@ FAST = "tests/test_parity_fast.py"
 TARGETS = {
     "sampling": [FAST, "tests/test_sampler_contract.py", "tests/test_rules.py::test_sampling_progress_counts_steps_done",
                  "tests/test_golden_parity.py", "tests/test_reroll.py"],
-    "attention": [FAST, "tests/test_attention_modes.py", "tests/test_precision.py"],
+    "attention": [FAST, "tests/test_model_parts.py", "tests/test_attention_modes.py", "tests/test_precision.py"],
     "dit": [FAST, "tests/test_model_parts.py", "tests/test_attention_modes.py", "tests/test_golden_parity.py"],
     "vae": [FAST, "tests/test_model_parts.py", "tests/test_decode_fields.py", "tests/test_golden_parity.py"],
     "conditioning": ["tests/test_conditioning.py", FAST, "tests/test_golden_parity.py"],

@@ -64,3 +64,25 @@ def test_set_attention_reaches_every_attention_module():
     dit.set_attention(mi_mode="grouped")          # the other setting is kept
     assert {(m.backend, m.mi_mode) for m in attns} == {("math", "grouped")}
     assert [b.attn1.use_mi for b in dit.blocks] == [False, True, False]
+
+
+def test_rms_norm_formula_and_half_precision_weights():
+    from midi_model.attention import RMSNorm
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 64, generator=g) * 3
+    norm = RMSNorm(64)                                   # diffusers' default eps, 1e-6
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(64, generator=g) + 0.5)
+    xd = x.double()
+    unit = xd / torch.sqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(norm(x).double(), unit * norm.weight.double(), rtol=1e-6, atol=1e-6)
+    # half-precision weights: the normalised x is rounded to their dtype before the product
+    # (diffusers' order), so the result is bit-exact in bf16
+    norm = norm.to(torch.bfloat16)
+    xb = x.to(torch.bfloat16)
+    xf = xb.float()
+    want = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16) * norm.weight
+    assert torch.equal(norm(xb), want)
+    other_order = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight.float()).to(torch.bfloat16)
+    assert not torch.equal(other_order, want)          # so the test sees the order
