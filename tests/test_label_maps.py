@@ -291,3 +291,13 @@ def test_a_two_pixel_region_in_a_one_pixel_wide_map_is_an_object():
 def test_masks_to_label_map_takes_a_list():
     m = [np.eye(3, dtype=bool), np.fliplr(np.eye(3, dtype=bool))]
     np.testing.assert_array_equal(masks_to_label_map(m), [[1, 0, 2], [0, 2, 0], [2, 0, 1]])
+
+
+def test_off_grid_colours_are_compared_as_whole_pixels():
+    # two pixels that differ only in G and B (60 vs 50) but share an off-grid R (100.3 vs 100.0):
+    # distinct colours, so accepted, whatever way the channel values line up in memory
+    px = np.zeros((2, 4, 3))
+    px[0, 1] = (100.3, 60, 60)
+    px[1, 1] = (100.0, 50, 50)
+    want = np.asarray(Image.fromarray(np.round(px).astype(np.uint8)).convert("L"))
+    np.testing.assert_array_equal(to_label_map(px[None] / 255), want)
