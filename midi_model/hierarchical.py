@@ -137,18 +137,14 @@ def neighbourhood_minmax(a: torch.Tensor):
 def upsample_points(a: torch.Tensor) -> torch.Tensor:
     """(m,m,m) lattice values -> (2m-1)^3: even points copied, odd ones the mean of their
     two neighbours along each axis in turn (trilinear interpolation at midpoints)."""
-    for ax in range(3):
-        shape = list(a.shape)
-        shape[ax] = 2 * shape[ax] - 1
-        out = torch.empty(shape, dtype=a.dtype, device=a.device)
-        idx_even = [slice(None)] * 3
-        idx_even[ax] = slice(0, None, 2)
-        idx_odd = [slice(None)] * 3
-        idx_odd[ax] = slice(1, None, 2)
-        out[tuple(idx_even)] = a
-        out[tuple(idx_odd)] = (_along(a, ax, 0, -1) + _along(a, ax, 1, None)) * 0.5
-        a = out
-    return a
+    m = a.shape[0]
+    out = torch.empty((2 * m - 1,) * 3, dtype=a.dtype, device=a.device)
+    out[::2, ::2, ::2] = a
+    # along x on the even y, z rows, then along y on the even z rows, then along z everywhere
+    out[1::2, ::2, ::2] = (out[:-1:2, ::2, ::2] + out[2::2, ::2, ::2]) * 0.5
+    out[:, 1::2, ::2] = (out[:, :-1:2, ::2] + out[:, 2::2, ::2]) * 0.5
+    out[:, :, 1::2] = (out[:, :, :-1:2] + out[:, :, 2::2]) * 0.5
+    return out
 
 
 def upsample_known(k: torch.Tensor) -> torch.Tensor:
@@ -213,6 +209,19 @@ def certified_children(values: torch.Tensor, known: torch.Tensor, slope: float, 
         sl = tuple(slice(p, None, 2) for p in parity)
         out[sl] = torch.where(neg == 0, (pos - thr).clamp_(min=0), torch.where(pos == 0, thr - neg, zero))
     return out
+
+
+def tighten_certificates(sure: torch.Tensor, extra: float) -> None:
+    """``certified_children``'s result, in place, for a slope larger by extra / slack: a settled
+    point keeps its sign while its bound exceeds the threshold's growth, extra x sqrt(k)
+    (corners of the other sign stay below the higher threshold). A point left unsettled
+    because its corners disagreed stays so, though the higher threshold might settle it:
+    the safe side."""
+    for parity in _PARITIES[1:]:
+        grow = extra * sum(parity) ** 0.5
+        v = sure[tuple(slice(p, None, 2) for p in parity)]
+        mag = v.abs() - grow
+        v.copy_(torch.where(mag > 0, torch.sign(v) * mag, torch.zeros_like(v)))
 
 
 _PARITIES = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
@@ -384,15 +393,14 @@ class _Level:
         """Finest level: only signs and the values marching cubes reads matter, so inside the
         refined region evaluate just the points whose sign the coarser corners do not settle
         (``certified_children``); the others get a value of their certain sign. The slope is
-        re-measured on the new values; if it grows, the certificates are recomputed with it."""
+        re-measured on the new values; if it grows, the certificates are tightened with it."""
         slack = margin / (3 ** 0.5 / 2)  # the cell test's margin as a factor on the slope: equal at a cell centre
-        while True:
-            sure = certified_children(coarse_values, coarse_known, slope, slack)
-            if self.evaluate(region & (sure == 0)) is None:
-                break
+        sure = certified_children(coarse_values, coarse_known, slope, slack)
+        while self.evaluate(region & (sure == 0)) is not None:
             new_slope = gradient_bound_near(self.values, self.known, self.last_added)
             if new_slope <= slope:
                 break
+            tighten_certificates(sure, slack * (new_slope - slope))
             slope = new_slope
         stand_in = region & ~self.known
         self.values[stand_in] = sure[stand_in] + level

@@ -272,3 +272,25 @@ def test_cpu_query_blocks_give_the_official_chunks_values_bit_for_bit(golden_pip
     official = query_field(vae, lat, pts[None].expand(2, -1, -1), 50_000)
     for i in range(2):
         assert torch.equal(blocked[i], official[i])
+
+
+def test_tightening_certificates_equals_recomputing_them_with_the_larger_slope():
+    """Exactly on a field whose corners never disagree (a plane); on noise, where corners of both
+    signs can clear the lower threshold, tightening may only settle fewer points."""
+    from midi_model import hierarchical as hi
+
+    gen = torch.Generator().manual_seed(0)
+    ii = torch.arange(9, dtype=torch.float32)
+    plane = (ii[:, None, None] * 0.7 + ii[None, :, None] * 0.2 - ii[None, None, :] * 0.4 - 2.1).expand(9, 9, 9)
+    noise = torch.randn(9, 9, 9, generator=gen) * 3
+    known = torch.rand(9, 9, 9, generator=gen) > 0.2
+    for v, exact in ((plane, True), (noise, False)):
+        for s1, s2 in ((0.3, 0.5), (0.5, 1.4), (0.2, 0.2)):
+            sure = hi.certified_children(v, known, s1, 1.04)
+            hi.tighten_certificates(sure, 1.04 * (s2 - s1))
+            fresh = hi.certified_children(v, known, s2, 1.04)
+            assert bool((fresh != 0).any()) and not bool(((sure != 0) & (fresh == 0)).any())
+            if exact:
+                assert torch.equal(sure == 0, fresh == 0)
+            both = (sure != 0) & (fresh != 0)
+            torch.testing.assert_close(sure[both], fresh[both], atol=1e-5, rtol=0)
