@@ -177,51 +177,55 @@ def gradient_bound(values: torch.Tensor, known: torch.Tensor) -> float:
     points whose +x, +y and +z neighbours are evaluated too (exact for a linear field
     in any direction, unlike a per-axis difference)."""
     c = values[:-1, :-1, :-1]
-    ok = known[:-1, :-1, :-1] & known[1:, :-1, :-1] & known[:-1, 1:, :-1] & known[:-1, :-1, 1:]
-    if not bool(ok.any()):
-        return 0.0
-    g2 = ((values[1:, :-1, :-1] - c) ** 2 + (values[:-1, 1:, :-1] - c) ** 2 + (values[:-1, :-1, 1:] - c) ** 2)
-    return float(g2[ok].max().sqrt())
+    ok = known[:-1, :-1, :-1] & known[1:, :-1, :-1]
+    ok &= known[:-1, 1:, :-1]
+    ok &= known[:-1, :-1, 1:]
+    d = values[1:, :-1, :-1] - c
+    g2 = d * d
+    for nb in (values[:-1, 1:, :-1], values[:-1, :-1, 1:]):  # in place: three grid-sized arrays at most
+        torch.sub(nb, c, out=d)
+        g2.addcmul_(d, d)
+    g2.masked_fill_(~ok, 0.0)
+    return float(g2.max().sqrt()) if g2.numel() else 0.0
 
 
-def certified_children(values: torch.Tensor, known: torch.Tensor, slope: float, slack: float) -> torch.Tensor:
-    """Signs of the next-finer lattice's new points that the known points of this lattice
+def certified_points(values: torch.Tensor, known: torch.Tensor, idx: torch.Tensor, slope: float,
+                     slack: float) -> torch.Tensor:
+    """Signs of new points of the next-finer lattice that the known points of this lattice
     decide: a new point at distance d (in fine steps) from a known corner q of its cell has
     the sign of q when |v(q)| > slack x slope x d, slope being the largest gradient in field
     units per fine step (the same assumption as the cell test). A new point with k odd
     coordinates sits at the centre of an edge, face or cell of this lattice: its corners are
     the 2^k lattice points around it, all at d = sqrt(k).
 
-    values, known (m,m,m) on this lattice -> (2m-1)^3 on the finer one: a lower bound of
-    |f| with the certain sign, 0 where the sign is not certain (corners that disagree
-    settle nothing; the points of this lattice are left 0 too)."""
+    values, known (m,m,m) on this lattice, idx (P,3) points of the finer one (2m-1)^3 ->
+    (P,) a lower bound of |f| with the certain sign, 0 where the sign is not certain
+    (corners that disagree settle nothing; points of this lattice, k = 0, are left 0)."""
     m = values.shape[0]
-    out = torch.zeros((2 * m - 1,) * 3, dtype=values.dtype, device=values.device)
-    zero = torch.zeros((), dtype=values.dtype, device=values.device)
-    for parity in _PARITIES[1:]:
-        thr = slack * slope * sum(parity) ** 0.5
-        pos = torch.where(known & (values > thr), values, zero)
-        neg = torch.where(known & (values < -thr), -values, zero)
-        for ax in range(3):
-            if parity[ax]:
-                pos = torch.maximum(_along(pos, ax, 0, -1), _along(pos, ax, 1, None))
-                neg = torch.maximum(_along(neg, ax, 0, -1), _along(neg, ax, 1, None))
-        sl = tuple(slice(p, None, 2) for p in parity)
-        out[sl] = torch.where(neg == 0, (pos - thr).clamp_(min=0), torch.where(pos == 0, thr - neg, zero))
-    return out
+    odd = idx % 2
+    thr = slack * slope * odd.sum(dim=1).to(values.dtype).sqrt()
+    lo = idx // 2
+    pos = torch.zeros(idx.shape[0], dtype=values.dtype, device=values.device)
+    neg = torch.zeros_like(pos)
+    vf, kf = values.reshape(-1), known.reshape(-1)
+    for corner in _PARITIES:  # the 2^k corners: lo + corner where the axis is odd
+        c = lo + odd * torch.as_tensor(corner, device=idx.device)
+        f = (c[:, 0] * m + c[:, 1]) * m + c[:, 2]
+        v, k = vf[f], kf[f]
+        pos = torch.maximum(pos, torch.where(k & (v > thr), v, 0.0))
+        neg = torch.maximum(neg, torch.where(k & (v < -thr), -v, 0.0))
+    sure = torch.where(neg == 0, (pos - thr).clamp_(min=0), torch.where(pos == 0, thr - neg, 0.0))
+    return torch.where(odd.any(dim=1), sure, 0.0)
 
 
-def tighten_certificates(sure: torch.Tensor, extra: float) -> None:
-    """``certified_children``'s result, in place, for a slope larger by extra / slack: a settled
-    point keeps its sign while its bound exceeds the threshold's growth, extra x sqrt(k)
-    (corners of the other sign stay below the higher threshold). A point left unsettled
-    because its corners disagreed stays so, though the higher threshold might settle it:
-    the safe side."""
-    for parity in _PARITIES[1:]:
-        grow = extra * sum(parity) ** 0.5
-        v = sure[tuple(slice(p, None, 2) for p in parity)]
-        mag = v.abs() - grow
-        v.copy_(torch.where(mag > 0, torch.sign(v) * mag, torch.zeros_like(v)))
+def tighten_certificates(sure: torch.Tensor, idx: torch.Tensor, extra: float) -> torch.Tensor:
+    """``certified_points``' result for a slope larger by extra / slack: a settled point keeps
+    its sign while its bound exceeds the threshold's growth, extra x sqrt(k) (corners of the
+    other sign stay below the higher threshold). A point left unsettled because its corners
+    disagreed stays so, though the higher threshold might settle it: the safe side."""
+    grow = extra * (idx % 2).sum(dim=1).to(sure.dtype).sqrt()
+    mag = sure.abs() - grow
+    return torch.where(mag > 0, torch.sign(sure) * mag, 0.0)
 
 
 _PARITIES = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
@@ -319,11 +323,15 @@ class _Level:
         sl = tuple(slice(int(o), int(o) + n) for o, n in zip(offset if offset is not None else (0, 0, 0), mask.shape))
         todo = mask & ~self.known[sl]
         idx = todo.nonzero()
+        if offset is not None:
+            idx = idx + torch.as_tensor(np.asarray(offset), device=idx.device)
+        return self.evaluate_points(idx)
+
+    def evaluate_points(self, idx: torch.Tensor):
+        """Query the field at the lattice points idx (k,3), none of them known yet."""
         n = int(idx.shape[0])
         if n == 0:
             return None
-        if offset is not None:
-            idx = idx + torch.as_tensor(np.asarray(offset), device=idx.device)
         fine = idx * self.stride
         pts = torch.stack([self.axes[0][fine[:, 0]], self.axes[1][fine[:, 1]], self.axes[2][fine[:, 2]]], dim=1)
         vals = []
@@ -392,18 +400,29 @@ class _Level:
                        slope: float, margin: float, level: float = 0.0) -> None:
         """Finest level: only signs and the values marching cubes reads matter, so inside the
         refined region evaluate just the points whose sign the coarser corners do not settle
-        (``certified_children``); the others get a value of their certain sign. The slope is
+        (``certified_points``); the others get a value of their certain sign. The slope is
         re-measured on the new values; if it grows, the certificates are tightened with it."""
         slack = margin / (3 ** 0.5 / 2)  # the cell test's margin as a factor on the slope: equal at a cell centre
-        sure = certified_children(coarse_values, coarse_known, slope, slack)
-        while self.evaluate(region & (sure == 0)) is not None:
-            new_slope = gradient_bound_near(self.values, self.known, self.last_added)
+        new = (region & ~self.known).nonzero()
+        sure = certified_points(coarse_values, coarse_known, new, slope, slack)
+        todo = new[sure == 0]
+        while self.evaluate_points(todo) is not None:
+            new_slope = self.slope_with(todo, slope)
             if new_slope <= slope:
                 break
-            tighten_certificates(sure, slack * (new_slope - slope))
+            sure = tighten_certificates(sure, new, slack * (new_slope - slope))
+            todo = new[(sure == 0) & ~self.known[new[:, 0], new[:, 1], new[:, 2]]]
             slope = new_slope
-        stand_in = region & ~self.known
-        self.values[stand_in] = sure[stand_in] + level
+        rest = ~self.known[new[:, 0], new[:, 1], new[:, 2]]
+        i = new[rest]
+        self.values[i[:, 0], i[:, 1], i[:, 2]] = sure[rest] + level
+
+    def slope_with(self, idx: torch.Tensor, slope: float) -> float:
+        """The slope after evaluating idx: re-measured around those points, or over the whole
+        lattice when they are many (cheaper in one sweep)."""
+        if idx.shape[0] * 20 > self.values.numel():
+            return max(slope, gradient_bound(self.values, self.known))
+        return max(slope, gradient_bound_near(self.values, self.known, idx))
 
     def close_smoothed(self, level: float = 0.0) -> None:
         """Finest level, smoothing next: marching cubes reads the smoothed values at the

@@ -192,39 +192,49 @@ def test_golden_depth8_box_and_mesh_blocks(golden_pipe, golden):
     assert rec["points_queried"] < 0.2 * rec["dense_points_official"]
 
 
-# ---- the finest level's sign certificates (hierarchical.certified_children) -----------------
+# ---- the finest level's sign certificates (hierarchical.certified_points) -----------------
 
 def _lattice(values):
     v = torch.tensor(values, dtype=torch.float32)
     return v, torch.ones_like(v, dtype=torch.bool)
 
 
-def test_a_known_corner_settles_a_new_point_only_beyond_slope_times_distance():
+def _all_points(m):
+    n = 2 * m - 1
+    return torch.stack(torch.meshgrid(*[torch.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)
+
+
+def _certified(v, k, slope, slack):
+    """certified_points on every point of the finer lattice, as a (2m-1)^3 array."""
     from midi_model import hierarchical as hi
 
+    n = 2 * v.shape[0] - 1
+    return hi.certified_points(v, k, _all_points(v.shape[0]), slope, slack).view(n, n, n)
+
+
+def test_a_known_corner_settles_a_new_point_only_beyond_slope_times_distance():
     v, k = _lattice(np.full((2, 2, 2), 5.0))
     v[0, 0, 0] = 1.05  # the only corner that can settle anything: the others are unknown
     k[:] = False
     k[0, 0, 0] = True
-    sure = hi.certified_children(v, k, slope=1.0, slack=1.0)
+    sure = _certified(v, k, slope=1.0, slack=1.0)
     # edge midpoints at distance 1: 1.05 > 1, bound 0.05; face centre sqrt 2 and cell centre sqrt 3: not
     for p in ((1, 0, 0), (0, 1, 0), (0, 0, 1)):
         assert float(sure[p]) == pytest.approx(0.05, abs=1e-6)
     assert float(sure[1, 1, 0]) == 0 and float(sure[1, 1, 1]) == 0
     assert float(sure[2, 1, 0]) == 0  # an edge whose corners are both unknown
     assert float(sure[0, 0, 0]) == 0  # points of the coarse lattice are not new
-    assert not bool(hi.certified_children(v, k, slope=1.0, slack=1.1).any())  # the slack scales the slope
+    assert not bool(_certified(v, k, slope=1.0, slack=1.1).any())  # the slack scales the slope
+    assert float(_certified(v, k, slope=0.0, slack=1.0)[1, 1, 1]) == pytest.approx(1.05)  # no slope: any corner
 
 
 def test_corners_of_both_signs_settle_nothing_and_negatives_are_certified_too():
-    from midi_model import hierarchical as hi
-
     v, k = _lattice(np.full((2, 2, 2), -3.0))
-    sure = hi.certified_children(v, k, slope=1.0, slack=1.0)
+    sure = _certified(v, k, slope=1.0, slack=1.0)
     assert float(sure[1, 1, 1]) == pytest.approx(-(3.0 - 3 ** 0.5), abs=1e-6)
     assert float(sure[1, 0, 0]) == pytest.approx(-2.0, abs=1e-6)
     v[1, 1, 1] = 3.0  # a steeper jump than the slope allows: no certainty where both reach
-    sure = hi.certified_children(v, k, slope=1.0, slack=1.0)
+    sure = _certified(v, k, slope=1.0, slack=1.0)
     assert float(sure[1, 1, 1]) == 0 and float(sure[2, 2, 1]) == 0
     assert float(sure[1, 0, 0]) == pytest.approx(-2.0, abs=1e-6)  # an edge away from the +3 corner
 
@@ -284,11 +294,11 @@ def test_tightening_certificates_equals_recomputing_them_with_the_larger_slope()
     plane = (ii[:, None, None] * 0.7 + ii[None, :, None] * 0.2 - ii[None, None, :] * 0.4 - 2.1).expand(9, 9, 9)
     noise = torch.randn(9, 9, 9, generator=gen) * 3
     known = torch.rand(9, 9, 9, generator=gen) > 0.2
+    idx = _all_points(9)
     for v, exact in ((plane, True), (noise, False)):
         for s1, s2 in ((0.3, 0.5), (0.5, 1.4), (0.2, 0.2)):
-            sure = hi.certified_children(v, known, s1, 1.04)
-            hi.tighten_certificates(sure, 1.04 * (s2 - s1))
-            fresh = hi.certified_children(v, known, s2, 1.04)
+            sure = hi.tighten_certificates(hi.certified_points(v, known, idx, s1, 1.04), idx, 1.04 * (s2 - s1))
+            fresh = hi.certified_points(v, known, idx, s2, 1.04)
             assert bool((fresh != 0).any()) and not bool(((sure != 0) & (fresh == 0)).any())
             if exact:
                 assert torch.equal(sure == 0, fresh == 0)
