@@ -148,7 +148,7 @@ def _edge_strips(g: int):
 
 def _query_at(vae, lat, lo, hi, depth, idx):
     """Dense field of the (2^d+1)^3 grid over [lo, hi] at integer indices idx (P,3)."""
-    from midi_model.meshing import grid_points, query_field
+    from midi_model.meshing import query_field
 
     g = 2 ** depth + 1
     axes = [np.linspace(lo[i], hi[i], g, dtype=np.float32) for i in range(3)]
