@@ -1,0 +1,43 @@
+"""The official decode's plain parts on an analytic field (``testing.FieldVAE``): its defaults
+(octree depth 8, chunks of 50,000 points), progress over the two passes of the progressive decode,
+and the occupied box counting points exactly at 0."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from midi_model.meshing import BOX_PADDING, decode_grids, occupied_box
+from midi_model.testing import FieldVAE
+
+
+def sphere(p):
+    return p.norm(dim=1) - 0.5
+
+
+def test_defaults_are_depth_8_in_chunks_of_50000():
+    vae = FieldVAE([sphere])
+    seen = []
+    grids = decode_grids(vae, vae.latents(), decoder="dense", callback=lambda d, t: seen.append((d, t)))
+    total = 257 ** 3
+    assert grids[0][0].shape == (257, 257, 257)
+    assert seen[0] == (50_000, total) and seen[1] == (100_000, total) and seen[-1] == (total, total)
+
+
+def test_progressive_progress_spans_both_passes():
+    vae = FieldVAE([sphere, lambda p: p.norm(dim=1) + 1.0])   # the second instance is empty
+    seen = []
+    decode_grids(vae, vae.latents(), depth=4, decoder="progressive", chunk=1000,
+                 callback=lambda d, t: seen.append((d, t)))
+    per_pass = 17 ** 3                                           # points per instance (decoded as a batch)
+    assert {t for _, t in seen} == {2 * per_pass}
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == 2 * per_pass
+    assert per_pass in done                                      # the first pass ends half way
+
+
+def test_occupied_box_counts_points_exactly_at_zero():
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.5, -0.25, 0.75], [-0.5, 0.5, 0.25]])
+    lo, hi = occupied_box(torch.tensor([-1.0, 0.0, 3.0]), points)
+    np.testing.assert_allclose(lo, [-BOX_PADDING, -0.25 - BOX_PADDING, -BOX_PADDING], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(hi, [0.5 + BOX_PADDING, BOX_PADDING, 0.75 + BOX_PADDING], rtol=0, atol=1e-7)
+    assert occupied_box(torch.tensor([1.0, 2.0, 3.0]), points) is None
