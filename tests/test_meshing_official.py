@@ -41,3 +41,19 @@ def test_occupied_box_counts_points_exactly_at_zero():
     np.testing.assert_allclose(lo, [-BOX_PADDING, -0.25 - BOX_PADDING, -BOX_PADDING], rtol=0, atol=1e-7)
     np.testing.assert_allclose(hi, [0.5 + BOX_PADDING, BOX_PADDING, 0.75 + BOX_PADDING], rtol=0, atol=1e-7)
     assert occupied_box(torch.tensor([1.0, 2.0, 3.0]), points) is None
+
+
+def test_coarse_to_fine_progress_marks_every_pass_of_every_instance():
+    from midi_model.meshing import PROGRESS_UNITS as U
+
+    vae = FieldVAE([sphere, lambda p: (p - 0.2).norm(dim=1) - 0.3])
+    for decoder, passes in (("hierarchical", 1), ("progressive-hierarchical", 2)):
+        seen = []
+        decode_grids(vae, vae.latents(), depth=5, decoder=decoder, chunk=500,
+                     callback=lambda d, t: seen.append((d, t)))
+        total = 2 * passes * U
+        assert {t for _, t in seen} == {total}, decoder
+        done = [d for d, _ in seen]
+        assert done == sorted(done) and 0 < done[0] < U, decoder
+        # each pass of each instance ends exactly on its mark
+        assert {k * U for k in range(1, 2 * passes + 1)} <= set(done), decoder
