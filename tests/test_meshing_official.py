@@ -43,14 +43,18 @@ def test_occupied_box_counts_points_exactly_at_zero():
     assert occupied_box(torch.tensor([1.0, 2.0, 3.0]), points) is None
 
 
-def test_coarse_to_fine_progress_marks_every_pass_of_every_instance():
+def test_coarse_to_fine_progress_and_query_counts():
     from midi_model.meshing import PROGRESS_UNITS as U
 
     vae = FieldVAE([sphere, lambda p: (p - 0.2).norm(dim=1) - 0.3])
     for decoder, passes in (("hierarchical", 1), ("progressive-hierarchical", 2)):
-        seen = []
-        decode_grids(vae, vae.latents(), depth=5, decoder=decoder, chunk=500,
+        seen, record = [], {}
+        vae.queried = 0
+        decode_grids(vae, vae.latents(), depth=6, decoder=decoder, chunk=500, record=record,
                      callback=lambda d, t: seen.append((d, t)))
+        # what the official decode would have queried, and what this one did
+        assert record["dense_points_official"] == passes * 2 * 65 ** 3, decoder
+        assert record["points_queried"] == vae.queried < record["dense_points_official"], decoder
         total = 2 * passes * U
         assert {t for _, t in seen} == {total}, decoder
         done = [d for d, _ in seen]
