@@ -61,3 +61,14 @@ def test_coarse_to_fine_progress_and_query_counts():
         assert done == sorted(done) and 0 < done[0] < U, decoder
         # each pass of each instance ends exactly on its mark
         assert {k * U for k in range(1, 2 * passes + 1)} <= set(done), decoder
+
+
+def test_a_field_without_surface_gives_an_empty_mesh():
+    from midi_model.meshing import grids_to_meshes, marching_cubes
+
+    for grid in (np.ones((5, 5, 5), np.float32), -np.ones((5, 5, 5), np.float32)):
+        v, f = marching_cubes(grid, np.zeros(3), np.ones(3))
+        assert v.shape == (0, 3) and v.dtype == np.float32
+        assert f.shape == (0, 3) and f.dtype == np.int64
+    mesh = grids_to_meshes([(torch.ones(5, 5, 5), np.zeros(3), np.ones(3))])[0]
+    assert mesh.vertices.shape == (0, 3) and mesh.faces.shape == (0, 3)
