@@ -72,3 +72,24 @@ def test_a_field_without_surface_gives_an_empty_mesh():
         assert f.shape == (0, 3) and f.dtype == np.int64
     mesh = grids_to_meshes([(torch.ones(5, 5, 5), np.zeros(3), np.ones(3))])[0]
     assert mesh.vertices.shape == (0, 3) and mesh.faces.shape == (0, 3)
+
+
+def test_marching_cubes_on_the_sub_volume_equals_the_full_volume_call():
+    from skimage import measure
+
+    from midi_model.meshing import marching_cubes
+
+    ax = np.arange(17, dtype=np.float32) - 8
+    X, Y, Z = np.meshgrid(ax, ax, ax, indexing="ij")
+    fields = {
+        "ball": np.sqrt((X - 2) ** 2 + Y ** 2 + (Z + 1) ** 2) - 4.3,
+        "cube with exact zeros": np.maximum(np.maximum(abs(X), abs(Y)), abs(Z)) - 4,
+        "minimum exactly 0": (X - 3) ** 2 + Y ** 2 + Z ** 2,
+    }
+    lo, size = np.array([-1.0, -1.0, -1.0]), np.array([2.0, 2.0, 2.0])
+    for name, grid in fields.items():
+        grid = grid.astype(np.float32)
+        v, f = marching_cubes(grid, lo, size)
+        fv, ff, _, _ = measure.marching_cubes(grid, 0.0, method="lewiner")
+        np.testing.assert_array_equal(f, ff, err_msg=name)
+        np.testing.assert_allclose(v, fv / np.array(grid.shape) * size + lo, rtol=0, atol=1e-6, err_msg=name)
