@@ -93,3 +93,16 @@ def test_marching_cubes_on_the_sub_volume_equals_the_full_volume_call():
         fv, ff, _, _ = measure.marching_cubes(grid, 0.0, method="lewiner")
         np.testing.assert_array_equal(f, ff, err_msg=name)
         np.testing.assert_allclose(v, fv / np.array(grid.shape) * size + lo, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_meshes_are_smoothed_by_default():
+    from midi_model.meshing import grids_to_meshes
+
+    ax = torch.linspace(-1, 1, 17)
+    X, Y, Z = torch.meshgrid(ax, ax, ax, indexing="ij")
+    grids = [((X ** 2 + 2 * Y ** 2 + Z ** 2).sqrt() - 0.6, np.full(3, -1.0), np.full(3, 2.0))]
+    plain = grids_to_meshes(grids)[0]
+    smoothed = grids_to_meshes(grids, smoothing=True)[0]
+    raw = grids_to_meshes(grids, smoothing=False)[0]
+    np.testing.assert_array_equal(plain.vertices, smoothed.vertices)
+    assert len(raw.vertices) != len(plain.vertices) or not np.array_equal(raw.vertices, plain.vertices)
