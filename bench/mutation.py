@@ -46,7 +46,7 @@ TARGETS = {
     "meshing": ["tests/test_meshing_official.py", "tests/test_decode_fields.py", "tests/test_hierarchical.py",
                 "tests/test_rules.py", "tests/test_golden_parity.py",
                 "tests/test_loader.py::test_decode_out_of_memory_retries_with_smaller_chunks"],
-    "hierarchical": ["tests/test_decode_fields.py", "tests/test_hierarchical.py"],
+    "hierarchical": ["tests/test_decode_fields.py", "tests/test_hierarchical.py", "tests/test_decoder_exact.py"],
     "scene": ["tests/test_scene_file.py", "tests/test_rules.py", "tests/test_texturing.py",
               "tests/test_bad_inputs.py::test_export_glb_refuses_an_existing_file"],
     "inputs.labels": ["tests/test_label_maps.py", FAST, "tests/test_bad_inputs.py", "tests/test_segmentation_import.py",
