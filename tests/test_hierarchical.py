@@ -194,3 +194,21 @@ def test_smoothing_closure_goes_on_when_a_new_value_changes_sign():
     grid, _, _ = hi.refine_grid(field, BBOX_MIN, BBOX_MAX, depth, coarse_depth=3, margin=None)
     assert float(grid[43, 33, 31]) == -10.0
     assert_same_mesh(mesh(dense, BBOX_MIN, BBOX_MAX - BBOX_MIN), mesh(grid, BBOX_MIN, BBOX_MAX - BBOX_MIN))
+
+
+def test_band_refines_the_cells_next_to_the_crossing_ones():
+    """band=1 (surface tracing only, margin=None): every cell within one cell of a crossing cell
+    one level up is refined, so all finest points inside those cells are evaluated."""
+    depth = 6
+
+    def sphere(p):
+        return p.norm(dim=1) - 0.43
+
+    dense = dense_values(sphere, BBOX_MIN, BBOX_MAX, depth)
+    grid, known, _ = hi.refine_grid(sphere, BBOX_MIN, BBOX_MAX, depth, coarse_depth=4, band=1, margin=None)
+    parent = hi.dilate(hi.straddling_cells(dense[::2, ::2, ::2]), 1)
+    inside = hi.cell_corners(hi.upsample_cells(parent))
+    assert bool(known[inside].all())
+    assert torch.equal(grid[inside], dense[inside])
+    _, known0, _ = hi.refine_grid(sphere, BBOX_MIN, BBOX_MAX, depth, coarse_depth=4, band=0, margin=None)
+    assert not bool(known0[inside].all())  # without the band some of them are left interpolated
