@@ -203,14 +203,13 @@ def certified_points(values: torch.Tensor, known: torch.Tensor, idx: torch.Tenso
     (corners that disagree settle nothing; points of this lattice, k = 0, are left 0)."""
     m = values.shape[0]
     odd = idx % 2
-    thr = slack * slope * odd.sum(dim=1).to(values.dtype).sqrt()
+    thr = slack * slope * _corner_distance(idx, values.dtype)
     lo = idx // 2
     pos = torch.zeros(idx.shape[0], dtype=values.dtype, device=values.device)
     neg = torch.zeros_like(pos)
     vf, kf = values.reshape(-1), known.reshape(-1)
     for corner in _PARITIES:  # the 2^k corners: lo + corner where the axis is odd
-        c = lo + odd * torch.as_tensor(corner, device=idx.device)
-        f = (c[:, 0] * m + c[:, 1]) * m + c[:, 2]
+        f = _flat_index(lo + odd * torch.as_tensor(corner, device=idx.device), m)
         v, k = vf[f], kf[f]
         pos = torch.maximum(pos, torch.where(k & (v > thr), v, 0.0))
         neg = torch.maximum(neg, torch.where(k & (v < -thr), -v, 0.0))
@@ -223,12 +222,23 @@ def tighten_certificates(sure: torch.Tensor, idx: torch.Tensor, extra: float) ->
     its sign while its bound exceeds the threshold's growth, extra x sqrt(k) (corners of the
     other sign stay below the higher threshold). A point left unsettled because its corners
     disagreed stays so, though the higher threshold might settle it: the safe side."""
-    grow = extra * (idx % 2).sum(dim=1).to(sure.dtype).sqrt()
+    grow = extra * _corner_distance(idx, sure.dtype)
     mag = sure.abs() - grow
     return torch.where(mag > 0, torch.sign(sure) * mag, 0.0)
 
 
 _PARITIES = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
+
+
+def _corner_distance(idx: torch.Tensor, dtype) -> torch.Tensor:
+    """Fine-lattice points (P,3) -> distance to the corners of the coarse cell, edge or face
+    they sit in, in fine steps: sqrt(number of odd coordinates)."""
+    return (idx % 2).sum(dim=1).to(dtype).sqrt()
+
+
+def _flat_index(idx: torch.Tensor, m: int) -> torch.Tensor:
+    """Points (P,3) of an (m,m,m) array -> indices into its flattened view."""
+    return (idx[:, 0] * m + idx[:, 1]) * m + idx[:, 2]
 
 
 def gradient_bound_near(values: torch.Tensor, known: torch.Tensor, idx: torch.Tensor) -> float:
@@ -244,7 +254,7 @@ def gradient_bound_near(values: torch.Tensor, known: torch.Tensor, idx: torch.Te
         c = c[ok]
         if c.shape[0] == 0:
             continue
-        base = (c[:, 0] * m + c[:, 1]) * m + c[:, 2]
+        base = _flat_index(c, m)
         ok = kf[base]
         g2 = torch.zeros(base.shape[0], dtype=values.dtype, device=values.device)
         for st in steps:
@@ -284,7 +294,7 @@ def smoothed_signs(values: torch.Tensor, known: torch.Tensor, level: float = 0.0
     vp = torch.nn.functional.pad(values[None, None] - level, (1, 1, 1, 1, 1, 1))[0, 0]
     kp = torch.nn.functional.pad(known[None, None].to(torch.uint8), (1, 1, 1, 1, 1, 1), value=1)[0, 0].bool()
     n = vp.shape[1]
-    base = ((idx[:, 0] + 1) * n + idx[:, 1] + 1) * n + idx[:, 2] + 1
+    base = _flat_index(idx + 1, n)  # the padded array is shifted by one
     offsets = torch.tensor([(i * n + j) * n + k for i, j, k in _OFFSETS], device=values.device)
     vf, kf = vp.reshape(-1), kp.reshape(-1)
     sure_above = torch.empty(idx.shape[0], dtype=torch.bool, device=values.device)
@@ -382,7 +392,7 @@ class _Level:
             self.stats.closure_rounds += 1
             if margin is None and not self.signs_changed(level):
                 return slope  # straddling (and restrict) depend on signs only: nothing new can be flagged
-            new_slope = gradient_bound_near(self.values, self.known, self.last_added) if margin is not None else 0.0
+            new_slope = self.slope_with(self.last_added, slope) if margin is not None else slope
             if new_slope > slope:
                 slope, box = new_slope, full
             else:
