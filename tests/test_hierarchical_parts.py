@@ -1,0 +1,466 @@
+"""The coarse-to-fine decoder's building blocks (``midi_model.hierarchical``), each against a
+brute-force reading of its docstring on small random lattices.
+
+The decode tests (``test_hierarchical.py``, ``test_decoder_exact.py``) compare whole meshes:
+they cannot see a part that only costs work or that is only ever called with level 0. These
+check each function's own contract: other levels than 0, ties with the level, partial known
+masks, shapes that are not cubes where the function allows them. Each runs in well under a
+second.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from midi_model import hierarchical as hi
+
+OFFSETS = list(itertools.product((-1, 0, 1), repeat=3))
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _ints(rng, shape, lo=-2, hi_=2):
+    """Small integers as float32: sums and differences are exact, ties with a level are common."""
+    return rng.integers(lo, hi_ + 1, size=shape).astype(np.float32)
+
+
+def _corners(a):
+    """(X,Y,Z) -> the 8 corner arrays of the (X-1,Y-1,Z-1) cells."""
+    x, y, z = a.shape
+    return [a[i:x - 1 + i, j:y - 1 + j, k:z - 1 + k] for i, j, k in itertools.product((0, 1), repeat=3)]
+
+
+def _box_any(mask, r):
+    """Dilation by a (2r+1)^3 cube, point by point."""
+    out = np.zeros_like(mask)
+    for p in np.argwhere(mask):
+        lo = np.maximum(p - r, 0)
+        out[lo[0]:p[0] + r + 1, lo[1]:p[1] + r + 1, lo[2]:p[2] + r + 1] = True
+    return out
+
+
+# ---- lattice morphology ---------------------------------------------------------------------
+
+def test_cell_minmax_is_the_min_and_max_of_the_8_corners():
+    a = _rng(0).normal(size=(5, 6, 7)).astype(np.float32)
+    mn, mx = hi.cell_minmax(torch.from_numpy(a))
+    assert mn.shape == (4, 5, 6)
+    np.testing.assert_array_equal(mn.numpy(), np.min(_corners(a), axis=0))
+    np.testing.assert_array_equal(mx.numpy(), np.max(_corners(a), axis=0))
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, -0.5])
+def test_straddling_cells_have_a_corner_on_each_side_ties_included(level):
+    rng = _rng(1)
+    rel = np.where(rng.random((6, 5, 7)) < 0.1, _ints(rng, (6, 5, 7), -2, 0), _ints(rng, (6, 5, 7), 1, 3))
+    rel[1:4, 1:4, 1:4] = 0.0  # cells with every corner on the level straddle it
+    rel[4:, 3:, 5:] = -1.0    # and so do cells with corners on it and below it only
+    a = rel + np.float32(level)
+    c = np.stack(_corners(a))
+    ref = (c <= level).any(axis=0) & (c >= level).any(axis=0)
+    got = hi.straddling_cells(torch.from_numpy(a), level).numpy()
+    np.testing.assert_array_equal(got, ref)
+    assert got[1:3, 1:3, 1:3].all() and got[3, 2, 4] and not ref.all()
+    if level == 0.0:
+        np.testing.assert_array_equal(hi.straddling_cells(torch.from_numpy(a)).numpy(), ref)  # default level 0
+
+
+@pytest.mark.parametrize("r", [0, 1, 2, 3])
+def test_dilate_is_the_cube_dilation(r):
+    mask = _rng(2).random((9, 8, 10)) > 0.97
+    mask[0, 0, 0] = mask[8, 7, 9] = mask[4, 0, 9] = True  # corners and faces: the cube is clipped there
+    got = hi.dilate(torch.from_numpy(mask), r).numpy()
+    np.testing.assert_array_equal(got, _box_any(mask, r))
+    assert not got.all()
+
+
+def test_dilate_by_a_negative_radius_is_no_dilation():
+    mask = torch.from_numpy(_rng(3).random((5, 5, 5)) > 0.8)
+    assert torch.equal(hi.dilate(mask, -1), mask)
+
+
+def test_cell_corners_marks_the_8_corners_of_each_cell():
+    cells = _rng(4).random((4, 5, 6)) > 0.85
+    cells[3, 4, 5] = True
+    ref = np.zeros((5, 6, 7), bool)
+    for c in np.argwhere(cells):
+        ref[c[0]:c[0] + 2, c[1]:c[1] + 2, c[2]:c[2] + 2] = True
+    np.testing.assert_array_equal(hi.cell_corners(torch.from_numpy(cells)).numpy(), ref)
+
+
+def test_cell_any_is_a_cell_with_a_marked_corner():
+    mask = _rng(5).random((5, 6, 7)) > 0.9
+    np.testing.assert_array_equal(hi.cell_any(torch.from_numpy(mask)).numpy(), np.any(_corners(mask), axis=0))
+
+
+def test_neighbourhood_minmax_over_the_3x3x3_inside_the_grid():
+    a = _rng(6).normal(size=(5, 6, 4)).astype(np.float32)
+    mn, mx = hi.neighbourhood_minmax(torch.from_numpy(a))
+    ref_mn, ref_mx = np.empty_like(a), np.empty_like(a)
+    for p in np.ndindex(a.shape):
+        sl = tuple(slice(max(i - 1, 0), i + 2) for i in p)
+        ref_mn[p], ref_mx[p] = a[sl].min(), a[sl].max()
+    np.testing.assert_array_equal(mn.numpy(), ref_mn)
+    np.testing.assert_array_equal(mx.numpy(), ref_mx)
+
+
+# ---- one level finer ------------------------------------------------------------------------
+
+def test_upsample_points_is_trilinear_interpolation_at_the_midpoints():
+    a = torch.from_numpy(_rng(7).normal(size=(5, 5, 5)).astype(np.float32))
+    got = hi.upsample_points(a)
+    ref = F.interpolate(a[None, None].double(), size=(9, 9, 9), mode="trilinear", align_corners=True)[0, 0]
+    assert got.shape == (9, 9, 9) and got.dtype == a.dtype
+    assert torch.equal(got[::2, ::2, ::2], a)
+    torch.testing.assert_close(got.double(), ref, atol=1e-6, rtol=0)
+    # a midpoint along y alone is the mean of its two neighbours, bit for bit
+    assert torch.equal(got[2, 1::2, 4], (a[1, :-1, 2] + a[1, 1:, 2]) * 0.5)
+
+
+def test_upsample_known_keeps_the_even_points_only():
+    k = torch.from_numpy(_rng(8).random((4, 4, 4)) > 0.5)
+    got = hi.upsample_known(k)
+    assert got.shape == (7, 7, 7)
+    assert torch.equal(got[::2, ::2, ::2], k)
+    got[::2, ::2, ::2] = False
+    assert not bool(got.any())
+
+
+def test_upsample_cells_gives_each_cell_its_8_children():
+    c = _rng(9).random((3, 4, 2)) > 0.5
+    got = hi.upsample_cells(torch.from_numpy(c)).numpy()
+    ii = np.indices((6, 8, 4)) // 2
+    np.testing.assert_array_equal(got, c[ii[0], ii[1], ii[2]])
+
+
+# ---- the refinement tests -------------------------------------------------------------------
+
+@pytest.mark.parametrize("level", [0.0, 0.75])
+def test_near_zero_cells_have_a_corner_within_the_threshold_of_the_level(level):
+    rng = _rng(10)
+    far = _ints(rng, (6, 7, 5), 3, 8) * np.where(rng.random((6, 7, 5)) < 0.5, -1, 1).astype(np.float32)
+    rel = np.where(rng.random((6, 7, 5)) < 0.05, _ints(rng, (6, 7, 5), -2, 2), far) * np.float32(0.5)
+    a = rel + np.float32(level)
+    c = np.abs(np.stack(_corners(a)) - level)
+    for thr in (0.0, 0.5, 1.0):  # corners exactly at the threshold count
+        ref = (c <= thr).any(axis=0)
+        np.testing.assert_array_equal(hi.near_zero_cells(torch.from_numpy(a), thr, level).numpy(), ref)
+        assert ref.any() and not ref.all()
+    assert bool(hi.near_zero_cells(torch.from_numpy(a), math.inf, level).all())
+    if level == 0.0:
+        np.testing.assert_array_equal(hi.near_zero_cells(torch.from_numpy(a), 0.5).numpy(), (c <= 0.5).any(axis=0))
+
+
+def _stencil_norms(values, known):
+    """point p -> (|(v(p+x) - v(p), v(p+y) - v(p), v(p+z) - v(p))|, whether all four are known),
+    for p in [0, m-2]^3 (float64)."""
+    v = values.double().numpy()
+    k = known.numpy()
+    x, y, z = (s - 1 for s in v.shape)
+    c = v[:x, :y, :z]
+    g = np.sqrt((v[1:, :y, :z] - c) ** 2 + (v[:x, 1:, :z] - c) ** 2 + (v[:x, :y, 1:] - c) ** 2)
+    ok = k[:x, :y, :z] & k[1:, :y, :z] & k[:x, 1:, :z] & k[:x, :y, 1:]
+    return g, ok
+
+
+def _partly_known(seed, m=7, share=0.7):
+    rng = _rng(seed)
+    values = rng.normal(size=(m, m, m)).astype(np.float32)
+    known = rng.random((m, m, m)) < share
+    values[~known] = 100.0  # an unknown value must never reach the bound
+    return torch.from_numpy(values), torch.from_numpy(known)
+
+
+def test_gradient_bound_counts_only_stencils_whose_four_points_are_known():
+    for seed in range(4):
+        values, known = _partly_known(seed)
+        g, ok = _stencil_norms(values, known)
+        assert ok.any() and not ok.all()
+        assert hi.gradient_bound(values, known) == pytest.approx(g[ok].max(), rel=1e-6)
+        # a linear field: the norm of its gradient, whatever the direction
+    ii = torch.arange(6, dtype=torch.float32)
+    plane = (ii[:, None, None] * 0.3 - ii[None, :, None] * 1.2 + ii[None, None, :] * 0.4).expand(6, 6, 6).contiguous()
+    assert hi.gradient_bound(plane, torch.ones(6, 6, 6, dtype=torch.bool)) == pytest.approx(1.3, rel=1e-6)
+
+
+def test_gradient_bound_is_0_without_a_complete_stencil():
+    values, known = _partly_known(0)
+    known[:] = False
+    assert hi.gradient_bound(values, known) == 0.0
+    k = torch.ones_like(known)
+    k[:, :, 1::2] = False  # every stencil misses its +z neighbour or its base
+    assert hi.gradient_bound(values, k) == 0.0
+    assert hi.gradient_bound(torch.ones(1, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool)) == 0.0  # no stencil at all
+
+
+def test_gradient_bound_near_is_gradient_bound_over_the_stencils_holding_the_points():
+    m = 7
+    for seed in range(6):
+        values, known = _partly_known(seed, m, share=0.8)
+        g, ok = _stencil_norms(values, known)
+        rng = _rng(100 + seed)
+        idx = torch.from_numpy(rng.integers(0, m, size=(rng.integers(1, 6), 3)))
+        if seed == 0:
+            idx = torch.tensor([[m - 1, m - 1, m - 1], [0, 0, 0]])  # stencils only on one side of the box
+        touched = np.zeros_like(ok)
+        for p in idx.numpy():
+            for back in ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)):
+                b = p - np.array(back)
+                if (b >= 0).all() and (b < m - 1).all():
+                    touched[tuple(b)] = True
+        sel = touched & ok
+        ref = float(g[sel].max()) if sel.any() else 0.0
+        assert hi.gradient_bound_near(values, known, idx) == pytest.approx(ref, rel=1e-6), seed
+    # one complete stencil: each of its four points finds it, in whichever role it plays there
+    values, _ = _partly_known(9, m)
+    base = np.array([2, 3, 1])
+    stencil = [base + np.array(e) for e in ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1))]
+    known = torch.zeros(m, m, m, dtype=torch.bool)
+    for q in stencil:
+        known[tuple(q)] = True
+    norm = math.sqrt(sum((float(values[tuple(q)]) - float(values[tuple(base)])) ** 2 for q in stencil[1:]))
+    for q in stencil:
+        assert hi.gradient_bound_near(values, known, torch.from_numpy(q[None])) == pytest.approx(norm, rel=1e-6), q
+    assert hi.gradient_bound_near(values, known, torch.tensor([[3, 4, 1]])) == 0.0  # in no stencil of base
+    values, known = _partly_known(1, m, share=1.0)
+    everything = torch.stack(torch.meshgrid(*[torch.arange(m)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    assert hi.gradient_bound_near(values, known, everything) == pytest.approx(hi.gradient_bound(values, known),
+                                                                              rel=1e-6)
+
+
+# ---- the finest level's certificates --------------------------------------------------------
+
+def _fine_points(m):
+    n = 2 * m - 1
+    return torch.stack(torch.meshgrid(*[torch.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)
+
+
+def _certified_reference(values, known, idx, slope, slack):
+    """certified_points' docstring, point by point."""
+    v, k = values.double().numpy(), known.numpy()
+    out = np.zeros(idx.shape[0])
+    for n, p in enumerate(idx.numpy()):
+        odd = p % 2
+        if not odd.any():
+            continue
+        thr = slack * slope * math.sqrt(odd.sum())
+        settle = []
+        for corner in itertools.product(*[(0, 1) if o else (0,) for o in odd]):
+            q = tuple(p // 2 + np.array(corner))
+            if k[q] and abs(v[q]) > thr:
+                settle.append(v[q])
+        if settle and (min(settle) > 0 or max(settle) < 0):  # corners that disagree settle nothing
+            out[n] = math.copysign(max(abs(s) for s in settle) - thr, settle[0])
+    return out
+
+
+def test_certified_points_follow_their_docstring():
+    cases = ((0.5, 1.04), (1.0, 1.0), (0.0, 1.2), (2.0, 0.9), (1.0, 1.0), (0.5, 2.0))
+    for seed, (slope, slack) in enumerate(cases):
+        rng = _rng(20 + seed)
+        values = torch.from_numpy(rng.normal(scale=3.0, size=(4, 4, 4)).astype(np.float32))
+        if seed >= 4:  # integers: corners exactly at an edge's threshold (1) settle nothing
+            values = torch.from_numpy(_ints(rng, (4, 4, 4), -3, 3))
+        known = torch.from_numpy(rng.random((4, 4, 4)) < 0.8)
+        idx = _fine_points(4)
+        got = hi.certified_points(values, known, idx, slope, slack).double().numpy()
+        ref = _certified_reference(values, known, idx, slope, slack)
+        np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+        assert (ref > 0).any() and (ref < 0).any() and (ref == 0).any()
+
+
+def test_certified_signs_and_bounds_hold_for_a_field_within_the_slope():
+    """A linear field whose gradient norm is the slope (per fine step): every certified point has
+    the field's sign and at least the certified magnitude."""
+    rng = _rng(30)
+    m = 5
+    g = rng.normal(size=3)
+    fine = _fine_points(m).double().numpy()
+    for b in (0.1, -0.7, 2.3):
+        field = fine @ g + b  # field at the fine points
+        lattice = torch.from_numpy(field.reshape((2 * m - 1,) * 3)[::2, ::2, ::2].astype(np.float32))
+        known = torch.ones_like(lattice, dtype=torch.bool)
+        sure = hi.certified_points(lattice, known, _fine_points(m), float(np.linalg.norm(g)), 1.0).double().numpy()
+        assert (sure != 0).sum() > 100
+        assert (np.sign(sure[sure != 0]) == np.sign(field[sure != 0])).all()
+        assert (np.abs(sure) <= np.abs(field) + 1e-5).all()
+
+
+def test_tightened_certificates_shrink_by_the_extra_threshold():
+    rng = _rng(40)
+    idx = _fine_points(3)
+    k = (idx % 2).sum(dim=1).double()
+    sure = torch.from_numpy(rng.normal(scale=2.0, size=idx.shape[0]).astype(np.float32))
+    sure[::7] = 0.0
+    for extra in (0.0, 0.3, 1.0):
+        got = hi.tighten_certificates(sure, idx, extra).double().numpy()
+        mag = np.abs(sure.double().numpy()) - extra * np.sqrt(k.numpy())
+        ref = np.where(mag > 0, np.sign(sure.double().numpy()) * mag, 0.0)
+        np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
+        assert (got != 0).any()
+
+
+# ---- the smoothed signs ---------------------------------------------------------------------
+
+def _possible_smoothed_signs(true_rel, known):
+    """Brute force over the 3x3x3 zero-padded sums of a field measured from the level, known
+    exactly where ``known`` and only by its sign (> 0 or <= 0) elsewhere: -> (above possible,
+    at-or-below possible, the known part of the sum, the sum of its magnitudes)."""
+    t = np.pad(true_rel.astype(np.float64), 1)
+    k = np.pad(known, 1, constant_values=True)
+    shape = true_rel.shape
+    s = np.zeros(shape)
+    mag = np.zeros(shape)
+    unk_pos = np.zeros(shape, bool)
+    unk_neg = np.zeros(shape, bool)
+    for i, j, l in OFFSETS:
+        sl = (slice(1 + i, 1 + i + shape[0]), slice(1 + j, 1 + j + shape[1]), slice(1 + l, 1 + l + shape[2]))
+        tv, kv = t[sl], k[sl]
+        s += np.where(kv, tv, 0.0)
+        mag += np.where(kv, np.abs(tv), 0.0)
+        unk_pos |= ~kv & (tv > 0)
+        unk_neg |= ~kv & (tv <= 0)
+    # unknown terms > 0 can be arbitrarily small or large, those <= 0 anything down from 0
+    above = unk_pos | (s > 0)
+    below = unk_neg | (s < 0) | ((s == 0) & ~unk_pos)
+    return above, below, s, mag
+
+
+def _check_smoothed_signs(true_rel, stored, known, level, interior_only):
+    may_above, may_below = hi.smoothed_signs(torch.from_numpy(stored), torch.from_numpy(known), level)
+    may_above, may_below = may_above.numpy(), may_below.numpy()
+    above, below, s, mag = _possible_smoothed_signs(true_rel, known)
+    inner = np.zeros_like(known)
+    inner[1:-1, 1:-1, 1:-1] = True
+    look = inner if interior_only else np.ones_like(known)
+    # sound: a possible sign is never ruled out
+    assert not (above & ~may_above & look).any()
+    assert not (below & ~may_below & look).any()
+    # tight: outside the rounding margin (sums that cancel exactly) nothing impossible is allowed
+    clear = look & ~((s == 0) & (mag > 0))
+    np.testing.assert_array_equal(may_above[clear], above[clear])
+    np.testing.assert_array_equal(may_below[clear], below[clear])
+    return above & below & look  # points whose sign is open
+
+
+def _smoothing_field(seed, shape=(8, 8, 8)):
+    """Small integers (exact sums), a block exactly on the level with one +1 and, farther, one -1
+    point in it (neighbourhoods made of one nonzero term), and a block of +2."""
+    rng = _rng(seed)
+    t = _ints(rng, shape)
+    t[1:6, 1:6, 1:5] = 0.0
+    t[2, 2, 2] = 1.0
+    t[4, 4, 3] = -1.0 if seed % 2 else 1.0
+    t[5:, 5:, 4:] = 2.0
+    return t
+
+
+@pytest.mark.parametrize("level", [0.0, 0.5, -1.5])
+def test_smoothed_signs_with_every_value_known_are_the_signs_of_the_3x3x3_mean(level):
+    """All known: exactly the sign of the official (zero-padded) mean of the values, compared with
+    the level; for a level other than 0 the padding adds terms below or above it, so only the
+    points away from the border are compared there."""
+    for seed in range(3):
+        t = _smoothing_field(seed)
+        stored = t + np.float32(level)
+        known = np.ones(t.shape, bool)
+        _check_smoothed_signs(t, stored, known, level, interior_only=level != 0.0)
+        if level == 0.0:  # the same as comparing the official box mean with the level
+            from midi_model.meshing import box_smooth
+
+            mean = box_smooth(torch.from_numpy(stored)).numpy()
+            may_above, may_below = (m.numpy() for m in hi.smoothed_signs(torch.from_numpy(stored),
+                                                                        torch.from_numpy(known)))
+            sure = may_above != may_below
+            assert sure.mean() > 0.9
+            np.testing.assert_array_equal(may_above[sure], mean[sure] > 0)
+
+
+@pytest.mark.parametrize("level", [0.0, 0.5])
+def test_smoothed_signs_with_unknown_values_allow_every_possible_sign(level):
+    """Unknown points hold a value of the right sign only (as the interpolated and certified
+    values do): every sign the mean can have for some field with those signs is allowed, and
+    none it cannot have (away from exact cancellations)."""
+    opened = 0
+    for seed in range(6):
+        rng = _rng(50 + seed)
+        t = _smoothing_field(seed)
+        known = rng.random(t.shape) < (0.5 if seed < 3 else 0.9)
+        known[3:5, 3:5, 2:4] = seed % 2 == 0  # around the lone +1 / -1: all known, or all unknown
+        # a stored unknown value is any value of the true value's side: > 0, or <= 0 (0 included)
+        fake = np.where(t > 0, rng.uniform(0.01, 5.0, t.shape), -rng.uniform(0.0, 5.0, t.shape) * (rng.random(t.shape) < 0.7))
+        rel = np.where(known, t, fake).astype(np.float32)
+        opened += _check_smoothed_signs(t, rel + np.float32(level), known, level, interior_only=level != 0.0).sum()
+    assert opened > 20
+
+
+def test_smoothed_signs_leave_a_sum_within_the_rounding_margin_open():
+    """A known sum within 1e-5 of the sum of its magnitudes (both ends counted as inside) could
+    have either sign after float32 rounding: both stay possible; beyond it the sign is sure."""
+    for a, b, sure in ((50000.25, -49999.75, False), (50000.5, -49999.5, False), (50001.0, -49999.0, True)):
+        for sign in (1.0, -1.0):
+            v = torch.zeros(6, 6, 6)
+            v[2, 2, 2], v[2, 3, 2] = sign * a, sign * b
+            above, below = hi.smoothed_signs(v, torch.ones(6, 6, 6, dtype=torch.bool))
+            if sure:
+                assert (bool(above[2, 2, 2]), bool(below[2, 2, 2])) == (sign > 0, sign < 0)
+            else:
+                assert bool(above[2, 2, 2]) and bool(below[2, 2, 2]), (a, b, sign)
+
+
+def test_smoothed_signs_of_a_field_with_no_sign_change():
+    for value in (0.0, -1.0, 3.0):
+        v = torch.full((4, 5, 6), value)
+        k = torch.zeros(4, 5, 6, dtype=torch.bool)
+        k[::2] = True
+        above, below = hi.smoothed_signs(v, k)
+        assert bool((above == (value > 0)).all()) and bool((below == (value <= 0)).all())
+
+
+# ---- progress -------------------------------------------------------------------------------
+
+def test_refine_grid_reports_progress_after_every_chunk_of_queries():
+    """``progress(fraction)`` follows every query chunk: the fraction of the levels done, the
+    current level counting by the share of its points done, 0..1 (the finest level's chunks
+    end at 1)."""
+    depth, coarse, chunk = 5, 2, 100
+    events = []
+
+    def sphere(p):
+        events.append(("query", p.shape[0]))
+        return p.norm(dim=1) - 0.55
+
+    def progress(fraction):
+        events.append(("progress", fraction))
+
+    _, _, st = hi.refine_grid(sphere, np.full(3, -1.0), np.full(3, 1.0), depth, coarse_depth=coarse, chunk=chunk,
+                              progress=progress)
+    kinds = [e[0] for e in events]
+    assert kinds == ["query", "progress"] * (len(events) // 2)
+    sizes = [e[1] for e in events[0::2]]
+    fractions = [e[1] for e in events[1::2]]
+    assert sum(sizes) == st.points_queried and max(sizes) == chunk
+    levels = depth - coarse + 1
+    # the coarse lattice first: 5^3 = 125 points in chunks of 100 and 25
+    assert sizes[:2] == [100, 25]
+    assert fractions[:2] == [(100 / 125) / levels, 1.0 / levels]
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert fractions[-1] == 1.0 and len(set(fractions)) > levels
+    # each level's share is reached at the end of its queries: 1/4, 2/4, 3/4, 1 all appear
+    for lvl in range(1, levels + 1):
+        assert lvl / levels in fractions
+
+
+def test_occupied_extent_reports_progress_too():
+    seen = []
+    ext, _ = hi.occupied_extent(lambda p: p.norm(dim=1) - 0.5, np.full(3, -1.0), np.full(3, 1.0), 5, coarse_depth=3,
+                                chunk=200, progress=seen.append)
+    assert ext is not None and len(seen) > 3
+    assert all(0.0 <= f <= 1.0 for f in seen) and seen[0] == pytest.approx((200 / 729) / 3)
