@@ -447,6 +447,7 @@ def test_refine_grid_reports_progress_after_every_chunk_of_queries():
     sizes = [e[1] for e in events[0::2]]
     fractions = [e[1] for e in events[1::2]]
     assert sum(sizes) == st.points_queried and max(sizes) == chunk
+    assert st.dense_points == 33 ** 3 and st.fraction == st.points_queried / 33 ** 3
     levels = depth - coarse + 1
     # the coarse lattice first: 5^3 = 125 points in chunks of 100 and 25
     assert sizes[:2] == [100, 25]
@@ -464,3 +465,56 @@ def test_occupied_extent_reports_progress_too():
                                 chunk=200, progress=seen.append)
     assert ext is not None and len(seen) > 3
     assert all(0.0 <= f <= 1.0 for f in seen) and seen[0] == pytest.approx((200 / 729) / 3)
+
+
+# ---- refine_grid's contract -----------------------------------------------------------------
+
+def _dense(query, depth):
+    from midi_model.meshing import grid_points
+
+    pts, size, _ = grid_points(np.full(3, -1.0), np.full(3, 1.0), depth)
+    return query(torch.from_numpy(pts)).view(*size)
+
+
+def _ball(p):
+    return (p - torch.tensor([0.07, -0.11, 0.05])).norm(dim=1) - 0.3
+
+
+@pytest.mark.parametrize("smoothing", [False, True])
+def test_refine_grid_at_another_level_is_the_decode_of_the_shifted_field(smoothing):
+    """``level``: the surface is where the field equals it. Decoding f at level L is decoding f - L
+    at 0, point for point: the same points queried, the same values there (shifted), the same
+    sides of the level everywhere; and without smoothing the grid has the field's values at every
+    corner of a cell that straddles the level."""
+    depth = 6
+    lo, hi_ = np.full(3, -1.0), np.full(3, 1.0)
+    dense = _dense(_ball, depth)
+    for level in (0.25, -0.2):
+        def shifted(p):
+            return _ball(p) - level
+
+        grid, known, st = hi.refine_grid(_ball, lo, hi_, depth, coarse_depth=3, level=level, smoothing=smoothing)
+        grid0, known0, st0 = hi.refine_grid(shifted, lo, hi_, depth, coarse_depth=3, smoothing=smoothing)
+        assert torch.equal(known, known0) and st.points_queried == st0.points_queried
+        assert not bool(known.all())
+        assert torch.equal(grid[known] - level, grid0[known])
+        assert torch.equal(grid > level, grid0 > 0) and torch.equal(grid > level, dense > level)
+        assert torch.equal(grid[known], dense[known])
+        if not smoothing:
+            corners = hi.cell_corners(hi.straddling_cells(dense, level))
+            assert bool(known[corners].all())
+
+
+def test_refine_grid_evaluates_whole_cells_above_the_finest_level_and_certifies_at_the_finest():
+    """Above the finest level every point of a refined cell is evaluated (the next level's tests
+    read their values); at the finest level, points whose sign their coarser corners settle are
+    not (they only need a sign)."""
+    depth = 6
+    dense = _dense(_ball, depth)
+    _, known, _ = hi.refine_grid(_ball, np.full(3, -1.0), np.full(3, 1.0), depth, coarse_depth=3, smoothing=False)
+    for step, must_all in ((2, True), (1, False)):  # the level above the finest, the finest
+        crossed = hi.straddling_cells(dense[::2 * step, ::2 * step, ::2 * step])  # one level up
+        inside = hi.cell_corners(hi.upsample_cells(crossed))
+        k = known[::step, ::step, ::step]
+        assert bool(k[inside].all()) == must_all, step
+        assert bool(k[inside].any())
