@@ -4,6 +4,7 @@
     nice python -m bench.mutation --module scene       # one module
     python -m bench.mutation --module scene --list     # the mutants only, no tests run
     python -m bench.mutation --issue                   # the one-line changes named in issue #10
+    nice python -m bench.mutation --module hierarchical --tests tests/test_hierarchical_parts.py   # one test file alone
 
 Each mutant is one small change to one module's syntax tree (an operator flipped, a comparison
 swapped, a constant moved by one, a condition negated, a statement dropped). The driver imports
@@ -625,6 +626,8 @@ def main(argv=None) -> int:
     ap.add_argument("--all-tests", action="store_true",
                     help="run the module's whole test subset for every mutant (default: only the tests that "
                          "execute the mutated line, fastest first)")
+    ap.add_argument("--tests", help="comma-separated test files / node ids to run instead of the module's subset "
+                                    "(e.g. one new test file alone: which mutants it kills by itself)")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args(argv)
 
@@ -645,7 +648,7 @@ def main(argv=None) -> int:
         tree = ast.parse(src)
         mutants = find_mutants(tree)
         plugin = MutationPlugin(mod, tree, mutants, _chosen(mod, mutants, args), args, src.splitlines())
-        _pytest_session(existing(TARGETS[mod]), plugin)
+        _pytest_session(args.tests.split(",") if args.tests else existing(TARGETS[mod]), plugin)
         if not plugin.summary:
             raise SystemExit(f"{mod}: the mutation run did not complete (see the pytest output above)")
         summary[mod], results = plugin.summary, results + plugin.results
