@@ -77,20 +77,10 @@ def _along(x: torch.Tensor, axis: int, start: int, stop: int | None) -> torch.Te
     return x[tuple(idx)]
 
 
-def cell_minmax(a: torch.Tensor):
-    """point values (m,m,m) -> min and max over each cell's 8 corners, (m-1)^3."""
-    mn, mx = a, a
-    for ax in range(3):
-        mn = torch.minimum(_along(mn, ax, 0, -1), _along(mn, ax, 1, None))
-        mx = torch.maximum(_along(mx, ax, 0, -1), _along(mx, ax, 1, None))
-    return mn, mx
-
-
 def straddling_cells(a: torch.Tensor, level: float = 0.0) -> torch.Tensor:
     """Cells with a corner <= level and a corner >= level: the only cells where
     marching cubes can put a triangle (ties count, to stay on the safe side)."""
-    mn, mx = cell_minmax(a)
-    return (mn <= level) & (mx >= level)
+    return cell_any(a <= level) & cell_any(a >= level)
 
 
 def dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
@@ -120,20 +110,6 @@ def cell_corners(cells: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def neighbourhood_minmax(a: torch.Tensor):
-    """min / max over each point's 3x3x3 neighbourhood inside the grid (edges replicated:
-    the smoothing's zero padding adds zeros, which never change a sum's sign)."""
-    mn, mx = a, a
-    for ax in range(3):
-        n_mn, n_mx = mn.clone(), mx.clone()
-        for dst, src in (((1, None), (0, -1)), ((0, -1), (1, None))):
-            d_mn, d_mx = _along(n_mn, ax, *dst), _along(n_mx, ax, *dst)
-            torch.minimum(d_mn, _along(mn, ax, *src), out=d_mn)
-            torch.maximum(d_mx, _along(mx, ax, *src), out=d_mx)
-        mn, mx = n_mn, n_mx
-    return mn, mx
-
-
 def upsample_points(a: torch.Tensor) -> torch.Tensor:
     """(m,m,m) lattice values -> (2m-1)^3: even points copied, odd ones the mean of their
     two neighbours along each axis in turn (trilinear interpolation at midpoints)."""
@@ -144,6 +120,19 @@ def upsample_points(a: torch.Tensor) -> torch.Tensor:
     out[1::2, ::2, ::2] = (out[:-1:2, ::2, ::2] + out[2::2, ::2, ::2]) * 0.5
     out[:, 1::2, ::2] = (out[:, :-1:2, ::2] + out[:, 2::2, ::2]) * 0.5
     out[:, :, 1::2] = (out[:, :, :-1:2] + out[:, :, 2::2]) * 0.5
+    return out
+
+
+def upsample_signs(a: torch.Tensor) -> torch.Tensor:
+    """(m,m,m) lattice values -> (2m-1)^3 with each point's value taken from its lower coarse
+    corner: the sign of the interpolation wherever the coarse cell's corners agree, which is
+    all the finest level keeps of a point it does not evaluate or settle."""
+    m = a.shape[0]
+    out = torch.empty((2 * m - 1,) * 3, dtype=a.dtype, device=a.device)
+    out[::2, ::2, ::2] = a
+    out[1::2, ::2, ::2] = out[:-1:2, ::2, ::2]
+    out[:, 1::2, ::2] = out[:, :-1:2, ::2]
+    out[:, :, 1::2] = out[:, :, :-1:2]
     return out
 
 
@@ -201,20 +190,62 @@ def certified_points(values: torch.Tensor, known: torch.Tensor, idx: torch.Tenso
     values, known (m,m,m) on this lattice, idx (P,3) points of the finer one (2m-1)^3 ->
     (P,) a lower bound of |f| with the certain sign, 0 where the sign is not certain
     (corners that disagree settle nothing; points of this lattice, k = 0, are left 0)."""
-    m = values.shape[0]
     odd = idx % 2
-    thr = slack * slope * _corner_distance(idx, values.dtype)
-    lo = idx // 2
-    pos = torch.zeros(idx.shape[0], dtype=values.dtype, device=values.device)
-    neg = torch.zeros_like(pos)
-    vf, kf = values.reshape(-1), known.reshape(-1)
-    for corner in _PARITIES:  # the 2^k corners: lo + corner where the axis is odd
-        f = _flat_index(lo + odd * torch.as_tensor(corner, device=idx.device), m)
-        v, k = vf[f], kf[f]
-        pos = torch.maximum(pos, torch.where(k & (v > thr), v, 0.0))
-        neg = torch.maximum(neg, torch.where(k & (v < -thr), -v, 0.0))
-    sure = torch.where(neg == 0, (pos - thr).clamp_(min=0), torch.where(pos == 0, thr - neg, 0.0))
-    return torch.where(odd.any(dim=1), sure, 0.0)
+    parity = odd[:, 0] * 4 + odd[:, 1] * 2 + odd[:, 2]
+    lo = _flat_index(idx // 2, values.shape[0])
+    sure = torch.zeros(idx.shape[0], dtype=values.dtype, device=values.device)
+    for par, tables in _corner_tables(values, known):
+        sel = parity == par[0] * 4 + par[1] * 2 + par[2]
+        sure[sel] = _settled(tables, lo[sel], par, slope, slack)
+    return sure
+
+
+def certified_region(values: torch.Tensor, known: torch.Tensor, mask: torch.Tensor, slope: float,
+                     slack: float):
+    """``certified_points`` for the points of a mask (2m-1)^3 of the finer lattice, taken one
+    parity at a time (no index arithmetic per point) -> (idx (P,3), bound (P,))."""
+    m = values.shape[0]
+    even = mask[::2, ::2, ::2].nonzero()
+    idxs, sures = [even * 2], [torch.zeros(even.shape[0], dtype=values.dtype, device=values.device)]
+    for par, tables in _corner_tables(values, known):
+        sub = mask[par[0]::2, par[1]::2, par[2]::2].nonzero()  # the coarse corner below each point
+        idxs.append(sub * 2 + torch.as_tensor(par, device=sub.device))
+        sures.append(_settled(tables, _flat_index(sub, m), par, slope, slack))
+    return torch.cat(idxs), torch.cat(sures)
+
+
+def _corner_tables(values: torch.Tensor, known: torch.Tensor):
+    """-> (parity, [largest positive, largest |negative|] known value over the 2^k corners of
+    the edge, face or cell starting at each lattice point) for the 7 parities with an odd
+    axis. If the largest value of a sign passes a threshold, the corner that passes and the
+    largest one give the same bound, so these maxima are all a certificate needs."""
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    tables = {(0, 0, 0): [torch.where(known & (values > 0), values, zero),
+                          torch.where(known & (values < 0), -values, zero)]}
+    for par, (parent, axis) in _PARITY_PARENTS.items():  # each from one with an odd axis fewer
+        tables[par] = [_max_with_next(t, axis) for t in tables[parent]]
+        if _LAST_CHILD.get(parent) == par:
+            del tables[parent]  # no later parity builds on it: free its memory
+        yield par, tables[par]
+        if par not in _LAST_CHILD:
+            del tables[par]
+
+
+def _settled(tables, lo: torch.Tensor, par, slope: float, slack: float) -> torch.Tensor:
+    """The certificate of points of one parity from their corners' maxima at flat indices lo."""
+    pos, neg = (t.reshape(-1)[lo] for t in tables)
+    zero = torch.zeros((), dtype=pos.dtype, device=pos.device)
+    thr = slack * slope * torch.tensor(float(sum(par)), dtype=pos.dtype, device=pos.device).sqrt()
+    pos = torch.where(pos > thr, pos, zero)
+    neg = torch.where(neg > thr, neg, zero)
+    return torch.where(neg == 0, (pos - thr).clamp_(min=0), torch.where(pos == 0, thr - neg, zero))
+
+
+def _max_with_next(t: torch.Tensor, axis: int) -> torch.Tensor:
+    """t (m,m,m) -> the max of each point and its +1 neighbour along axis (last slice: 0, never read)."""
+    out = torch.zeros_like(t)
+    torch.maximum(_along(t, axis, 0, -1), _along(t, axis, 1, None), out=_along(out, axis, 0, -1))
+    return out
 
 
 def tighten_certificates(sure: torch.Tensor, idx: torch.Tensor, extra: float) -> torch.Tensor:
@@ -230,6 +261,16 @@ def tighten_certificates(sure: torch.Tensor, idx: torch.Tensor, extra: float) ->
 _PARITIES = [(i, j, k) for i in (0, 1) for j in (0, 1) for k in (0, 1)]
 
 
+def _parity_parent(par):
+    """A parity (odd axes) -> (the same without its last odd axis, that axis)."""
+    axis = max(a for a in range(3) if par[a])
+    return tuple(0 if a == axis else p for a, p in enumerate(par)), axis
+
+
+_PARITY_PARENTS = {par: _parity_parent(par) for par in _PARITIES[1:]}  # parents come first in this order
+_LAST_CHILD = {parent: par for par, (parent, _) in _PARITY_PARENTS.items()}
+
+
 def _corner_distance(idx: torch.Tensor, dtype) -> torch.Tensor:
     """Fine-lattice points (P,3) -> distance to the corners of the coarse cell, edge or face
     they sit in, in fine steps: sqrt(number of odd coordinates)."""
@@ -243,25 +284,28 @@ def _flat_index(idx: torch.Tensor, m: int) -> torch.Tensor:
 
 def gradient_bound_near(values: torch.Tensor, known: torch.Tensor, idx: torch.Tensor) -> float:
     """``gradient_bound`` over only the base points whose stencil contains one of the points
-    ``idx`` (k,3): what evaluating those points can add to the maximum."""
+    ``idx`` (k,3), all of them known: what evaluating those points can add to the maximum."""
     m = values.shape[0]
     vf, kf = values.reshape(-1), known.reshape(-1)
     steps = (m * m, m, 1)
+    flat = _flat_index(idx, m)
+    below_last = idx < m - 1  # a base point needs a +1 neighbour on every axis
     best = 0.0
     for back in range(4):  # the new point as the base, or as its +x, +y or +z neighbour
-        c = idx if back == 0 else idx - torch.as_tensor([int(a == back - 1) for a in range(3)], device=idx.device)
-        ok = (c >= 0).all(dim=1) & (c < m - 1).all(dim=1)
-        c = c[ok]
-        if c.shape[0] == 0:
+        ok = below_last.clone()
+        if back:
+            ok[:, back - 1] = idx[:, back - 1] >= 1
+        base = flat[ok.all(dim=1)] - (steps[back - 1] if back else 0)
+        for st in (0,) + steps:  # keep the stencils whose four points are all evaluated
+            if st != (steps[back - 1] if back else 0):  # (the new point itself is)
+                base = base[kf[base + st]]
+        if base.shape[0] == 0:
             continue
-        base = _flat_index(c, m)
-        ok = kf[base]
-        g2 = torch.zeros(base.shape[0], dtype=values.dtype, device=values.device)
-        for st in steps:
-            ok &= kf[base + st]
-            g2 += (vf[base + st] - vf[base]) ** 2
-        if bool(ok.any()):
-            best = max(best, float(g2[ok].max().sqrt()))
+        v0 = vf[base]
+        g2 = (vf[base + steps[0]] - v0) ** 2
+        for st in steps[1:]:
+            g2 += (vf[base + st] - v0) ** 2
+        best = max(best, float(g2.max().sqrt()))
     return best
 
 
@@ -286,7 +330,7 @@ def smoothed_signs(values: torch.Tensor, known: torch.Tensor, level: float = 0.0
     the level when the known part sums to more than a rounding margin and no unknown
     neighbour is <= level, surely below in the mirror case; otherwise both are possible."""
     above = values > level
-    mixed = dilate(above, 1) & dilate(~above, 1)
+    mixed = cell_corners(cell_any(above) & cell_any(~above))  # a cell holding both signs: its corners
     may_above, may_below = above.clone(), ~above
     idx = mixed.nonzero()
     if idx.shape[0] == 0:
@@ -413,19 +457,19 @@ class _Level:
         (``certified_points``); the others get a value of their certain sign. The slope is
         re-measured on the new values; if it grows, the certificates are tightened with it."""
         slack = margin / (3 ** 0.5 / 2)  # the cell test's margin as a factor on the slope: equal at a cell centre
-        new = (region & ~self.known).nonzero()
-        sure = certified_points(coarse_values, coarse_known, new, slope, slack)
-        todo = new[sure == 0]
+        new, sure = certified_region(coarse_values, coarse_known, region & ~self.known, slope, slack)
+        done = sure == 0  # the points evaluated so far
+        todo = new[done]
         while self.evaluate_points(todo) is not None:
             new_slope = self.slope_with(todo, slope)
             if new_slope <= slope:
                 break
             sure = tighten_certificates(sure, new, slack * (new_slope - slope))
-            todo = new[(sure == 0) & ~self.known[new[:, 0], new[:, 1], new[:, 2]]]
+            more = (sure == 0) & ~done
+            todo, done = new[more], done | more
             slope = new_slope
-        rest = ~self.known[new[:, 0], new[:, 1], new[:, 2]]
-        i = new[rest]
-        self.values[i[:, 0], i[:, 1], i[:, 2]] = sure[rest] + level
+        rest = ~done
+        self.values.view(-1)[_flat_index(new[rest], self.values.shape[0])] = sure[rest] + level
 
     def slope_with(self, idx: torch.Tensor, slope: float) -> float:
         """The slope after evaluating idx: re-measured around those points, or over the whole
@@ -485,7 +529,8 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
         slope = lv.close(band, margin, restrict=restrict, level=level)
         need = lv.flagged_cells(band, margin, slope, restrict, level)
         coarse_values, coarse_known = lv.values, lv.known
-        lv.values = upsample_points(lv.values)
+        # the finest level keeps only signs where it does not evaluate or settle a point
+        lv.values = upsample_points(lv.values) if lvl + 1 < depth else upsample_signs(lv.values)
         lv.known = upsample_known(lv.known)
         lv.level, lv.stride = lvl + 1, lv.stride // 2
         region = cell_corners(upsample_cells(need))

@@ -96,6 +96,10 @@ def decode_grids(vae, latents: torch.Tensor, depth: int = 8, decoder: str = DEFA
 # activations stay in cache (about 2x faster per point than the official 50,000 with the small
 # VAEs measured in docs/benchmarks.md; the values do not depend on the block, bit for bit).
 CPU_QUERY_BLOCK = 4096
+# Matrix kernels compute the rows that do not fill a whole tile (4 rows here) with other code
+# and round them differently (a few ulp). The official chunks, 50,000 points, fill whole tiles
+# of up to 16 rows, so every query is padded to a multiple of 16 points to round alike.
+QUERY_ROW_MULTIPLE = 16
 
 
 def _field_queries(vae, latents: torch.Tensor, chunk: int):
@@ -108,9 +112,13 @@ def _field_queries(vae, latents: torch.Tensor, chunk: int):
 
     def make(i):
         def query(points: torch.Tensor) -> torch.Tensor:
+            n = points.shape[0]
             pts = points.to(p.device, p.dtype)[None]
+            pad = -n % QUERY_ROW_MULTIPLE  # copies of the last point, dropped below
+            if pad:
+                pts = torch.cat([pts, pts[:, -1:].expand(-1, pad, -1)], dim=1)
             out = [vae.query(context[i:i + 1], pts[:, s:s + chunk]) for s in range(0, pts.shape[1], chunk)]
-            return torch.cat(out, dim=1)[0, :, 0].float()
+            return torch.cat(out, dim=1)[0, :n, 0].float()
         return query
     return [make(i) for i in range(latents.shape[0])]
 
