@@ -192,7 +192,8 @@ class FieldVAE(nn.Module):
         super().__init__()
         self.fields = list(fields)
         self.anchor = nn.Parameter(torch.zeros(1))  # device and dtype, as the decoders read them
-        self.queried = 0
+        self.queried = 0  # rows the decoders asked for, and in how many calls
+        self.calls = 0
 
     def latents(self) -> torch.Tensor:
         lat = torch.zeros(len(self.fields), 1, 1)
@@ -204,6 +205,7 @@ class FieldVAE(nn.Module):
 
     def query(self, context: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         self.queried += points.shape[0] * points.shape[1]
+        self.calls += 1
         out = [self.fields[int(c[0, 0])](p.float()) for c, p in zip(context, points)]
         return torch.stack(out)[..., None].to(points.dtype)
 
