@@ -473,8 +473,9 @@ class _Level:
 
     def slope_with(self, idx: torch.Tensor, slope: float) -> float:
         """The slope after evaluating idx: re-measured around those points, or over the whole
-        lattice when they are many (cheaper in one sweep)."""
-        if idx.shape[0] * 20 > self.values.numel():
+        lattice when they are more than about one point in 64 (then one sweep is cheaper than
+        gathering the stencils)."""
+        if idx.shape[0] * 64 > self.values.numel():
             return max(slope, gradient_bound(self.values, self.known))
         return max(slope, gradient_bound_near(self.values, self.known, idx))
 

@@ -112,15 +112,20 @@ def _field_queries(vae, latents: torch.Tensor, chunk: int):
 
     def make(i):
         def query(points: torch.Tensor) -> torch.Tensor:
-            n = points.shape[0]
             pts = points.to(p.device, p.dtype)[None]
-            pad = -n % QUERY_ROW_MULTIPLE  # copies of the last point, dropped below
-            if pad:
-                pts = torch.cat([pts, pts[:, -1:].expand(-1, pad, -1)], dim=1)
-            out = [vae.query(context[i:i + 1], pts[:, s:s + chunk]) for s in range(0, pts.shape[1], chunk)]
-            return torch.cat(out, dim=1)[0, :n, 0].float()
+            out = [_tiled_query(vae, context[i:i + 1], pts[:, s:s + chunk]) for s in range(0, pts.shape[1], chunk)]
+            return torch.cat(out, dim=1)[0, :, 0].float()
         return query
     return [make(i) for i in range(latents.shape[0])]
+
+
+def _tiled_query(vae, context: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """vae.query on pts (1,n,3) padded with copies of the last point to whole tiles."""
+    n = pts.shape[1]
+    pad = -n % QUERY_ROW_MULTIPLE
+    if pad:
+        pts = torch.cat([pts, pts[:, -1:].expand(-1, pad, -1)], dim=1)
+    return vae.query(context, pts)[:, :n]
 
 
 def _decode_hierarchical(vae, latents, depth, official, chunk, callback, record, smoothing,
