@@ -109,6 +109,7 @@ def _field_queries(vae, latents: torch.Tensor, chunk: int):
     context = vae.latent_context(latents.to(p.device, p.dtype))
     if p.device.type == "cpu":
         chunk = min(chunk, CPU_QUERY_BLOCK)
+    chunk = whole_tiles(chunk)
 
     def make(i):
         def query(points: torch.Tensor) -> torch.Tensor:
@@ -117,6 +118,11 @@ def _field_queries(vae, latents: torch.Tensor, chunk: int):
             return torch.cat(out, dim=1)[0, :, 0].float()
         return query
     return [make(i) for i in range(latents.shape[0])]
+
+
+def whole_tiles(chunk: int) -> int:
+    """A chunk size rounded down to whole tiles: padding a block never makes it larger."""
+    return max(QUERY_ROW_MULTIPLE, chunk - chunk % QUERY_ROW_MULTIPLE)
 
 
 def _tiled_query(vae, context: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
@@ -138,6 +144,7 @@ def _decode_hierarchical(vae, latents, depth, official, chunk, callback, record,
     n = latents.shape[0]
     dev = next(vae.parameters()).device
     dtype = next(vae.parameters()).dtype
+    chunk = whole_tiles(chunk)  # the refinement's chunks are then whole query blocks: one VAE call each
     queries = _field_queries(vae, latents, chunk)
     g = 2 ** depth + 1
     axes = [np.linspace(BBOX_MIN[i], BBOX_MAX[i], g, dtype=np.float32) for i in range(3)]
