@@ -16,7 +16,8 @@ top down:
    gets flagged (a surface leaving the refined region, a thin part);
 3. go one level finer inside the flagged cells; everywhere else the values are the
    trilinear interpolation of the coarser level, which keeps the strict sign of those
-   cells;
+   cells (at the finest level, where nothing reads them but their sign, the value of the
+   cell's lower corner);
 4. at the finest level only signs matter away from the surface, so inside the flagged
    cells a new point is evaluated only when its cell's corners do not settle its sign:
    a corner q settles a point at distance d when |f(q)| > slack x G x d (the same
@@ -505,8 +506,8 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
     """-> (grid (g,g,g) float32, known (g,g,g) bool, RefineStats), g = 2^depth + 1.
 
     ``grid`` holds the exact field wherever marching cubes (after the 3x3x3 box
-    smoothing if ``smoothing``) can emit a triangle, and values of the interpolated
-    coarse sign elsewhere (see the module docstring for what that rests on).
+    smoothing if ``smoothing``) can emit a triangle, and values of the coarse cell's
+    sign elsewhere (see the module docstring for what that rests on).
     ``restrict(level_state) -> cell mask`` optionally limits the refinement (box pass);
     ``margin=None`` turns the near-zero test off (surface tracing only).
     ``progress(fraction)`` is called after every chunk of queries (fraction of the levels, 0..1,
