@@ -285,7 +285,7 @@ def _flat_index(idx: torch.Tensor, m: int) -> torch.Tensor:
 
 def gradient_bound_near(values: torch.Tensor, known: torch.Tensor, idx: torch.Tensor) -> float:
     """``gradient_bound`` over only the base points whose stencil contains one of the points
-    ``idx`` (k,3), all of them known: what evaluating those points can add to the maximum."""
+    ``idx`` (k,3): what evaluating those points can add to the maximum."""
     m = values.shape[0]
     vf, kf = values.reshape(-1), known.reshape(-1)
     steps = (m * m, m, 1)
@@ -298,8 +298,7 @@ def gradient_bound_near(values: torch.Tensor, known: torch.Tensor, idx: torch.Te
             ok[:, back - 1] = idx[:, back - 1] >= 1
         base = flat[ok.all(dim=1)] - (steps[back - 1] if back else 0)
         for st in (0,) + steps:  # keep the stencils whose four points are all evaluated
-            if st != (steps[back - 1] if back else 0):  # (the new point itself is)
-                base = base[kf[base + st]]
+            base = base[kf[base + st]]
         if base.shape[0] == 0:
             continue
         v0 = vf[base]

@@ -48,14 +48,6 @@ def _box_any(mask, r):
 
 # ---- lattice morphology ---------------------------------------------------------------------
 
-def test_cell_minmax_is_the_min_and_max_of_the_8_corners():
-    a = _rng(0).normal(size=(5, 6, 7)).astype(np.float32)
-    mn, mx = hi.cell_minmax(torch.from_numpy(a))
-    assert mn.shape == (4, 5, 6)
-    np.testing.assert_array_equal(mn.numpy(), np.min(_corners(a), axis=0))
-    np.testing.assert_array_equal(mx.numpy(), np.max(_corners(a), axis=0))
-
-
 @pytest.mark.parametrize("level", [0.0, 1.0, -0.5])
 def test_straddling_cells_have_a_corner_on_each_side_ties_included(level):
     rng = _rng(1)
@@ -100,15 +92,21 @@ def test_cell_any_is_a_cell_with_a_marked_corner():
     np.testing.assert_array_equal(hi.cell_any(torch.from_numpy(mask)).numpy(), np.any(_corners(mask), axis=0))
 
 
-def test_neighbourhood_minmax_over_the_3x3x3_inside_the_grid():
-    a = _rng(6).normal(size=(5, 6, 4)).astype(np.float32)
-    mn, mx = hi.neighbourhood_minmax(torch.from_numpy(a))
-    ref_mn, ref_mx = np.empty_like(a), np.empty_like(a)
-    for p in np.ndindex(a.shape):
-        sl = tuple(slice(max(i - 1, 0), i + 2) for i in p)
-        ref_mn[p], ref_mx[p] = a[sl].min(), a[sl].max()
-    np.testing.assert_array_equal(mn.numpy(), ref_mn)
-    np.testing.assert_array_equal(mx.numpy(), ref_mx)
+def test_upsample_signs_takes_each_point_from_its_lower_coarse_corner():
+    """The finest level's fill: the coarse value at idx // 2, so every point of a cell whose
+    corners share a strict sign gets that sign (what the interpolation would give too)."""
+    a = _rng(6).normal(size=(4, 4, 4)).astype(np.float32) + 0.8  # mostly positive: some one-signed cells
+    got = hi.upsample_signs(torch.from_numpy(a)).numpy()
+    assert got.shape == (7, 7, 7)
+    for p in np.ndindex(got.shape):
+        assert got[p] == a[tuple(i // 2 for i in p)], p
+    interp = hi.upsample_points(torch.from_numpy(a)).numpy()
+    cells = np.stack(_corners(a))
+    one_signed = (cells > 0).all(axis=0) | (cells < 0).all(axis=0)
+    for c in np.argwhere(one_signed):
+        sl = tuple(slice(2 * i, 2 * i + 3) for i in c)
+        assert (np.sign(got[sl]) == np.sign(interp[sl])).all()
+    assert one_signed.any() and not one_signed.all()
 
 
 # ---- one level finer ------------------------------------------------------------------------
