@@ -312,6 +312,22 @@ def test_cpu_query_blocks_give_the_official_chunks_values_bit_for_bit(golden_pip
         assert torch.equal(few, official[0, :few.shape[0]]), n
 
 
+def test_certified_region_equals_certified_points_on_the_masks_points():
+    """The decoder's per-parity walk over a mask gives each point the certificate that
+    certified_points gives it (points of the coarse lattice: 0)."""
+    from midi_model import hierarchical as hi
+
+    gen = torch.Generator().manual_seed(3)
+    for m in (2, 5, 9):
+        v = torch.randn(m, m, m, generator=gen) * 2 + 0.5
+        known = torch.rand(m, m, m, generator=gen) > 0.3
+        mask = torch.rand(2 * m - 1, 2 * m - 1, 2 * m - 1, generator=gen) > 0.4
+        idx, sure = hi.certified_region(v, known, mask, 0.6, 1.04)
+        assert idx.shape[0] == int(mask.sum()) and torch.equal(mask[idx[:, 0], idx[:, 1], idx[:, 2]], torch.ones(idx.shape[0], dtype=torch.bool))
+        assert torch.equal(sure, hi.certified_points(v, known, idx, 0.6, 1.04))
+        assert bool((sure != 0).any()) and bool((sure == 0).any())
+
+
 def test_tightening_certificates_equals_recomputing_them_with_the_larger_slope():
     """Exactly on a field whose corners never disagree (a plane); on noise, where corners of both
     signs can clear the lower threshold, tightening may only settle fewer points."""
