@@ -219,10 +219,11 @@ def box_smooth(grid: torch.Tensor) -> torch.Tensor:
     conv algorithm picked, so a sub-volume gives bit-identical values (differs from the
     official conv3d by float rounding only, <= 3e-7 relative)."""
     p = F.pad(grid[None, None], (1, 1, 1, 1, 1, 1))[0, 0]
-    p = p[:-2] + p[1:-1] + p[2:]
-    p = p[:, :-2] + p[:, 1:-1] + p[:, 2:]
-    p = p[:, :, :-2] + p[:, :, 1:-1] + p[:, :, 2:]
-    return p / 27.0
+    for ax in range(3):  # (a + b) + c along each axis; in place, to allocate one array per pass
+        n = p.shape[ax] - 2
+        s = p.narrow(ax, 0, n) + p.narrow(ax, 1, n)
+        p = s.add_(p.narrow(ax, 2, n))
+    return p.div_(27.0)
 
 
 def marching_cubes(grid: np.ndarray, bbox_min, bbox_size, level: float = 0.0):
