@@ -104,12 +104,12 @@ QUERY_ROW_MULTIPLE = 16
 
 def _field_queries(vae, latents: torch.Tensor, chunk: int):
     """One ``query(points (P,3)) -> (P,)`` per instance, sharing one latent context
-    (the decoder's self-attention stack runs once for all instances, as in vae.decode)."""
+    (the decoder's self-attention stack runs once for all instances, as in vae.decode).
+    ``chunk``: whole tiles (``whole_tiles``), so a padded block never exceeds it."""
     p = next(vae.parameters())
     context = vae.latent_context(latents.to(p.device, p.dtype))
     if p.device.type == "cpu":
         chunk = min(chunk, CPU_QUERY_BLOCK)
-    chunk = whole_tiles(chunk)
 
     def make(i):
         def query(points: torch.Tensor) -> torch.Tensor:

@@ -114,3 +114,13 @@ def test_meshes_are_smoothed_by_default():
     raw = grids_to_meshes(grids, smoothing=False)[0]
     np.testing.assert_array_equal(plain.vertices, smoothed.vertices)
     assert len(raw.vertices) != len(plain.vertices) or not np.array_equal(raw.vertices, plain.vertices)
+
+
+def test_whole_tiles_rounds_a_chunk_down_to_a_multiple_of_the_tile():
+    from midi_model.meshing import QUERY_ROW_MULTIPLE as T
+    from midi_model.meshing import whole_tiles
+
+    for chunk in (1, T - 1, T, T + 1, 700, 3000, 4096, 50_000, 50_007):
+        got = whole_tiles(chunk)
+        assert got % T == 0 and got >= T, chunk
+        assert got == T if chunk < T else chunk - T < got <= chunk, chunk
