@@ -98,10 +98,11 @@ def dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
     return out
 
 
-def cell_corners(cells: torch.Tensor) -> torch.Tensor:
-    """cell mask (n,n,n) -> mask of their corner points (n+1,n+1,n+1)."""
+def cell_corners(cells: torch.Tensor, axes=(0, 1, 2)) -> torch.Tensor:
+    """cell mask (n,n,n) -> mask of their corner points (n+1,n+1,n+1); with ``axes``, the
+    corners along those axes only (size n+1 along them, n along the others)."""
     out = cells
-    for ax in range(3):
+    for ax in axes:
         shape = list(out.shape)
         shape[ax] += 1
         nxt = torch.zeros(shape, dtype=torch.bool, device=out.device)
@@ -201,15 +202,19 @@ def certified_points(values: torch.Tensor, known: torch.Tensor, idx: torch.Tenso
     return sure
 
 
-def certified_region(values: torch.Tensor, known: torch.Tensor, mask: torch.Tensor, slope: float,
-                     slack: float):
-    """``certified_points`` for the points of a mask (2m-1)^3 of the finer lattice, taken one
-    parity at a time (no index arithmetic per point) -> (idx (P,3), bound (P,))."""
+def certified_children(values: torch.Tensor, known: torch.Tensor, cells: torch.Tensor, slope: float,
+                       slack: float):
+    """``certified_points`` for the points of the next-finer lattice that are corners of the
+    children of ``cells`` ((m-1)^3 on this lattice) and not known on it, taken one parity at a
+    time on this lattice's arrays (no (2m-1)^3 mask, no index arithmetic per point).
+    -> (idx (P,3) on the finer lattice, bound (P,)); points of this lattice come first (bound 0)."""
     m = values.shape[0]
-    even = mask[::2, ::2, ::2].nonzero()
+    even = (cell_corners(cells) & ~known).nonzero()
     idxs, sures = [even * 2], [torch.zeros(even.shape[0], dtype=values.dtype, device=values.device)]
     for par, tables in _corner_tables(values, known):
-        sub = mask[par[0]::2, par[1]::2, par[2]::2].nonzero()  # the coarse corner below each point
+        # a finer point with these odd axes lies inside the cell below it along an odd axis and
+        # on the face between two cells along an even one: the corners along the even axes only
+        sub = cell_corners(cells, axes=[a for a in range(3) if not par[a]]).nonzero()
         idxs.append(sub * 2 + torch.as_tensor(par, device=sub.device))
         sures.append(_settled(tables, _flat_index(sub, m), par, slope, slack))
     return torch.cat(idxs), torch.cat(sures)
@@ -335,18 +340,40 @@ def smoothed_signs(values: torch.Tensor, known: torch.Tensor, level: float = 0.0
     idx = mixed.nonzero()
     if idx.shape[0] == 0:
         return may_above, may_below
-    vp = torch.nn.functional.pad(values[None, None] - level, (1, 1, 1, 1, 1, 1))[0, 0]
-    kp = torch.nn.functional.pad(known[None, None].to(torch.uint8), (1, 1, 1, 1, 1, 1), value=1)[0, 0].bool()
-    n = vp.shape[1]
-    base = _flat_index(idx + 1, n)  # the padded array is shifted by one
-    offsets = torch.tensor([(i * n + j) * n + k for i, j, k in _OFFSETS], device=values.device)
-    vf, kf = vp.reshape(-1), kp.reshape(-1)
+    sure_above, sure_below = _sure_smoothed_signs(values, known, idx, level)
+    q = (idx[:, 0], idx[:, 1], idx[:, 2])
+    may_above[q] = ~sure_below
+    may_below[q] = ~sure_above
+    return may_above, may_below
+
+
+def _sure_smoothed_signs(values: torch.Tensor, known: torch.Tensor, idx: torch.Tensor, level: float):
+    """For the points idx (P,3): (surely above, surely below) the level after the 3x3x3 mean.
+    Neighbours are gathered by flat offsets into the arrays as they are (no padded copy);
+    a neighbour outside the grid is the zero padding: value 0 relative to the level, known."""
+    m = values.shape[0]
+    vf, kf = values.reshape(-1), known.reshape(-1)
+    offsets = torch.tensor([(i * m + j) * m + k for i, j, k in _OFFSETS], device=values.device)
+    steps = torch.tensor(_OFFSETS, device=values.device)
+    edge = ((idx == 0) | (idx == m - 1)).any(dim=1)  # points with a neighbour outside the grid
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
     sure_above = torch.empty(idx.shape[0], dtype=torch.bool, device=values.device)
     sure_below = torch.empty_like(sure_above)
     for c in range(0, idx.shape[0], SMOOTH_CHUNK):  # the 27 neighbours of a chunk of points at once
-        f = base[c:c + SMOOTH_CHUNK, None] + offsets
-        v, kn = vf[f], kf[f]
-        kv = torch.where(kn, v, torch.zeros((), dtype=v.dtype, device=v.device))
+        p = idx[c:c + SMOOTH_CHUNK]
+        f = _flat_index(p, m)[:, None] + offsets
+        on_edge = edge[c:c + SMOOTH_CHUNK]
+        if on_edge.any():
+            nb = p[on_edge, None, :] + steps
+            outside = ((nb < 0) | (nb >= m)).any(dim=2)
+            f[on_edge] = torch.where(outside, 0, f[on_edge])
+        v, kn = torch.take(vf, f), torch.take(kf, f)  # (take: several times faster than vf[f] here)
+        if level != 0:
+            v = v - level
+        if on_edge.any():
+            v[on_edge] = torch.where(outside, zero, v[on_edge])
+            kn[on_edge] = kn[on_edge] | outside
+        kv = torch.where(kn, v, zero)
         s, mag = kv.sum(dim=1), kv.abs().sum(dim=1)
         unk_pos = (~kn & (v > 0)).any(dim=1)
         unk_neg = (~kn & (v <= 0)).any(dim=1)
@@ -354,10 +381,7 @@ def smoothed_signs(values: torch.Tensor, known: torch.Tensor, level: float = 0.0
         none_known = mag == 0
         sure_above[c:c + SMOOTH_CHUNK] = ~unk_neg & ((s > tol) | (none_known & unk_pos))
         sure_below[c:c + SMOOTH_CHUNK] = ~unk_pos & ((s < -tol) | none_known)
-    q = (idx[:, 0], idx[:, 1], idx[:, 2])
-    may_above[q] = ~sure_below
-    may_below[q] = ~sure_above
-    return may_above, may_below
+    return sure_above, sure_below
 
 
 class _Level:
@@ -450,14 +474,14 @@ class _Level:
         new = self.values[i[:, 0], i[:, 1], i[:, 2]]
         return bool((torch.sign(new - level) != torch.sign(self.last_old - level)).any())
 
-    def certify_finest(self, region: torch.Tensor, coarse_values: torch.Tensor, coarse_known: torch.Tensor,
+    def certify_finest(self, cells: torch.Tensor, coarse_values: torch.Tensor, coarse_known: torch.Tensor,
                        slope: float, margin: float, level: float = 0.0) -> None:
         """Finest level: only signs and the values marching cubes reads matter, so inside the
         refined region evaluate just the points whose sign the coarser corners do not settle
         (``certified_points``); the others get a value of their certain sign. The slope is
         re-measured on the new values; if it grows, the certificates are tightened with it."""
         slack = margin / (3 ** 0.5 / 2)  # the cell test's margin as a factor on the slope: equal at a cell centre
-        new, sure = certified_region(coarse_values, coarse_known, region & ~self.known, slope, slack)
+        new, sure = certified_children(coarse_values, coarse_known, cells, slope, slack)
         done = sure == 0  # the points evaluated so far
         todo = new[done]
         while self.evaluate_points(todo) is not None:
@@ -534,11 +558,10 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
         lv.values = upsample_points(lv.values) if lvl + 1 < depth else upsample_signs(lv.values)
         lv.known = upsample_known(lv.known)
         lv.level, lv.stride = lvl + 1, lv.stride // 2
-        region = cell_corners(upsample_cells(need))
         if lvl + 1 < depth or margin is None:
-            lv.evaluate(region)
+            lv.evaluate(cell_corners(upsample_cells(need)))
         else:
-            lv.certify_finest(region, coarse_values - level, coarse_known, slope / 2, margin, level)
+            lv.certify_finest(need, coarse_values - level, coarse_known, slope / 2, margin, level)
     if restrict is None or margin is None:
         # finest level: the mesh needs exact values at the corners of the straddling cells
         lv.close(0, None, restrict=restrict, level=level)

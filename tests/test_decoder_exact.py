@@ -312,20 +312,43 @@ def test_cpu_query_blocks_give_the_official_chunks_values_bit_for_bit(golden_pip
         assert torch.equal(few, official[0, :few.shape[0]]), n
 
 
-def test_certified_region_equals_certified_points_on_the_masks_points():
-    """The decoder's per-parity walk over a mask gives each point the certificate that
-    certified_points gives it (points of the coarse lattice: 0)."""
+def test_certified_children_equals_certified_points_on_the_childrens_unknown_corners():
+    """The decoder's per-parity walk over the flagged cells gives exactly the unknown corners of
+    their children on the finer lattice, each with the certificate certified_points gives it
+    (points of the coarse lattice: 0, and they come first)."""
     from midi_model import hierarchical as hi
 
     gen = torch.Generator().manual_seed(3)
+    bounds = []
     for m in (2, 5, 9):
         v = torch.randn(m, m, m, generator=gen) * 2 + 0.5
         known = torch.rand(m, m, m, generator=gen) > 0.3
-        mask = torch.rand(2 * m - 1, 2 * m - 1, 2 * m - 1, generator=gen) > 0.4
-        idx, sure = hi.certified_region(v, known, mask, 0.6, 1.04)
-        assert idx.shape[0] == int(mask.sum()) and torch.equal(mask[idx[:, 0], idx[:, 1], idx[:, 2]], torch.ones(idx.shape[0], dtype=torch.bool))
+        cells = torch.rand(m - 1, m - 1, m - 1, generator=gen) > 0.6
+        idx, sure = hi.certified_children(v, known, cells, 0.6, 1.04)
+        expect = hi.cell_corners(hi.upsample_cells(cells)) & ~hi.upsample_known(known)
+        assert idx.shape[0] == int(expect.sum())
+        got = torch.zeros_like(expect)
+        got[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+        assert torch.equal(got, expect)
         assert torch.equal(sure, hi.certified_points(v, known, idx, 0.6, 1.04))
-        assert bool((sure != 0).any()) and bool((sure == 0).any())
+        even = (idx % 2 == 0).all(dim=1)
+        k = int(even.sum())
+        assert bool(even[:k].all()) and not bool(even[k:].any())
+        bounds.append(sure)
+    bounds = torch.cat(bounds)  # the inputs settle some points and leave others
+    assert bool((bounds > 0).any()) and bool((bounds < 0).any()) and bool((bounds == 0).any())
+
+
+def test_cell_corners_along_some_axes():
+    from midi_model import hierarchical as hi
+
+    cells = torch.zeros(3, 3, 3, dtype=torch.bool)
+    cells[1, 0, 2] = True
+    out = hi.cell_corners(cells, axes=[1])
+    assert out.shape == (3, 4, 3)
+    assert out.nonzero().tolist() == [[1, 0, 2], [1, 1, 2]]
+    assert torch.equal(hi.cell_corners(cells, axes=[0, 1, 2]), hi.cell_corners(cells))
+    assert torch.equal(hi.cell_corners(cells, axes=[]), cells)
 
 
 def test_tightening_certificates_equals_recomputing_them_with_the_larger_slope():
