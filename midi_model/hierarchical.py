@@ -50,6 +50,10 @@ import torch
 DEFAULT_COARSE_DEPTH = 5
 DEFAULT_BAND = 0
 DEFAULT_MARGIN = 0.9
+# At the finest level, when at most this share of the cells is refined (a box pass: beyond the
+# extent only), all their children's corners are evaluated: a few thousand queries cost less
+# than the certificates' sweeps over the lattice (2048 cells at depth 8).
+OUTRIGHT_SHARE = 1 / 1024
 
 
 @dataclass
@@ -167,17 +171,26 @@ def gradient_bound(values: torch.Tensor, known: torch.Tensor) -> float:
     """Largest finite-difference gradient norm, in field units per lattice step, over the
     points whose +x, +y and +z neighbours are evaluated too (exact for a linear field
     in any direction, unlike a per-axis difference)."""
-    c = values[:-1, :-1, :-1]
     ok = known[:-1, :-1, :-1] & known[1:, :-1, :-1]
     ok &= known[:-1, 1:, :-1]
     ok &= known[:-1, :-1, 1:]
-    d = values[1:, :-1, :-1] - c
+    # the stencils at the evaluated points only: a few % of a fine lattice
+    return _stencil_max(values, _flat_index(ok.nonzero(), values.shape[0]))
+
+
+def _stencil_max(values: torch.Tensor, base: torch.Tensor) -> float:
+    """max over the flat indices ``base`` of |(f(+x) - f, f(+y) - f, f(+z) - f)| (0 if none)."""
+    if base.shape[0] == 0:
+        return 0.0
+    m = values.shape[0]
+    vf = values.reshape(-1)
+    v0 = torch.take(vf, base)
+    d = torch.take(vf, base + m * m) - v0
     g2 = d * d
-    for nb in (values[:-1, 1:, :-1], values[:-1, :-1, 1:]):  # in place: three grid-sized arrays at most
-        torch.sub(nb, c, out=d)
+    for step in (m, 1):
+        d = torch.take(vf, base + step) - v0
         g2.addcmul_(d, d)
-    g2.masked_fill_(~ok, 0.0)
-    return float(g2.max().sqrt()) if g2.numel() else 0.0
+    return float(g2.max().sqrt())
 
 
 def certified_points(values: torch.Tensor, known: torch.Tensor, idx: torch.Tensor, slope: float,
@@ -200,6 +213,25 @@ def certified_points(values: torch.Tensor, known: torch.Tensor, idx: torch.Tenso
         sel = parity == par[0] * 4 + par[1] * 2 + par[2]
         sure[sel] = _settled(tables, lo[sel], par, slope, slack)
     return sure
+
+
+def children_corners(cells: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """The points of the next-finer lattice that are corners of the children of ``cells``
+    ((m-1)^3 on this lattice) and not known on it, from the list of cells (for a few cells:
+    no (2m-1)^3 mask). -> idx (P,3) on the finer lattice, in flat order."""
+    m = known.shape[0]
+    n = 2 * m - 1
+    corners = (cells.nonzero()[:, None, :] * 2 + _CHILD_CORNERS.to(cells.device)).reshape(-1, 3)
+    flat = torch.unique(_flat_index(corners, n))
+    idx = torch.stack([flat // (n * n), flat // n % n, flat % n], dim=1)
+    even = (idx % 2 == 0).all(dim=1)
+    coarse = idx[even] // 2
+    drop = torch.zeros_like(even)
+    drop[even] = known[coarse[:, 0], coarse[:, 1], coarse[:, 2]]
+    return idx[~drop]
+
+
+_CHILD_CORNERS = torch.tensor([(i, j, k) for i in range(3) for j in range(3) for k in range(3)])
 
 
 def certified_children(values: torch.Tensor, known: torch.Tensor, cells: torch.Tensor, slope: float,
@@ -292,7 +324,7 @@ def gradient_bound_near(values: torch.Tensor, known: torch.Tensor, idx: torch.Te
     """``gradient_bound`` over only the base points whose stencil contains one of the points
     ``idx`` (k,3): what evaluating those points can add to the maximum."""
     m = values.shape[0]
-    vf, kf = values.reshape(-1), known.reshape(-1)
+    kf = known.reshape(-1)
     steps = (m * m, m, 1)
     flat = _flat_index(idx, m)
     below_last = idx < m - 1  # a base point needs a +1 neighbour on every axis
@@ -304,13 +336,7 @@ def gradient_bound_near(values: torch.Tensor, known: torch.Tensor, idx: torch.Te
         base = flat[ok.all(dim=1)] - (steps[back - 1] if back else 0)
         for st in (0,) + steps:  # keep the stencils whose four points are all evaluated
             base = base[kf[base + st]]
-        if base.shape[0] == 0:
-            continue
-        v0 = vf[base]
-        g2 = (vf[base + steps[0]] - v0) ** 2
-        for st in steps[1:]:
-            g2 += (vf[base + st] - v0) ** 2
-        best = max(best, float(g2.max().sqrt()))
+        best = max(best, _stencil_max(values, base))
     return best
 
 
@@ -560,6 +586,8 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
         lv.level, lv.stride = lvl + 1, lv.stride // 2
         if lvl + 1 < depth or margin is None:
             lv.evaluate(cell_corners(upsample_cells(need)))
+        elif int(need.sum()) <= need.numel() * OUTRIGHT_SHARE:
+            lv.evaluate_points(children_corners(need, coarse_known))
         else:
             lv.certify_finest(need, coarse_values - level, coarse_known, slope / 2, margin, level)
     if restrict is None or margin is None:
@@ -582,16 +610,14 @@ def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = D
     -> ((lo_idx (3,), hi_idx (3,)), stats) or (None, stats)."""
 
     def beyond_extent(lv: _Level) -> torch.Tensor:
-        neg = lv.values <= 0
-        n = neg.shape[0]
-        allow = torch.zeros((n - 1,) * 3, dtype=torch.bool, device=neg.device)
-        if not neg.any():
+        ext = extent_below(lv.values)
+        n = lv.values.shape[0]
+        allow = torch.zeros((n - 1,) * 3, dtype=torch.bool, device=lv.values.device)
+        if ext is None:
             return ~allow
-        ar = torch.arange(n - 1, device=neg.device)
+        ar = torch.arange(n - 1, device=allow.device)
         for ax in range(3):
-            other = tuple(a for a in range(3) if a != ax)
-            rows = neg.any(dim=other[1]).any(dim=other[0]).nonzero()[:, 0]
-            lo, hi = int(rows.min()), int(rows.max())
+            lo, hi = int(ext[0][ax]), int(ext[1][ax])
             # a cell c spans lattice points c..c+1: it can hold a point below lo only if c < lo
             sel = (ar < lo) | (ar >= hi)
             shape = [1, 1, 1]
@@ -602,13 +628,17 @@ def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = D
     vals, _, stats = refine_grid(query, bbox_min, bbox_max, depth, coarse_depth, band, smoothing=False,
                                  device=device, chunk=chunk, restrict=beyond_extent, stats=stats, margin=margin,
                                  progress=progress)
-    neg = vals <= 0
-    if not neg.any():
-        return None, stats
-    lo, hi = [], []
-    for ax in range(3):
-        other = tuple(a for a in range(3) if a != ax)
-        rows = neg.any(dim=other[1]).any(dim=other[0]).nonzero()[:, 0]
-        lo.append(int(rows.min()))
-        hi.append(int(rows.max()))
-    return (np.array(lo), np.array(hi)), stats
+    return extent_below(vals), stats
+
+
+def extent_below(values: torch.Tensor, level: float = 0.0):
+    """Index range per axis of the points with value <= level: (lo (3,), hi (3,)), or None.
+    (Two sweeps over the array: the x-y plane and the y-z plane of the <= level points.)"""
+    below = values <= level
+    xy = below.any(dim=2)
+    if not bool(xy.any()):
+        return None
+    rows = [xy.any(dim=1), xy.any(dim=0), below.any(dim=0).any(dim=0)]
+    lo = np.array([int(r.nonzero()[0, 0]) for r in rows])
+    hi = np.array([int(r.nonzero()[-1, 0]) for r in rows])
+    return lo, hi

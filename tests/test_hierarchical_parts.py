@@ -516,3 +516,58 @@ def test_refine_grid_evaluates_whole_cells_above_the_finest_level_and_certifies_
         k = known[::step, ::step, ::step]
         assert bool(k[inside].all()) == must_all, step
         assert bool(k[inside].any())
+
+
+def test_a_finest_level_with_few_refined_cells_evaluates_all_their_childrens_corners(monkeypatch):
+    """Up to OUTRIGHT_SHARE of the cells refined, the finest level evaluates every corner of their
+    children instead of certifying them: more points known, the same signs and the same exact
+    values where both evaluated."""
+    depth = 6
+    lo, hi_ = np.full(3, -1.0), np.full(3, 1.0)
+    dense = _dense(_ball, depth)
+    crossed = hi.straddling_cells(dense[::2, ::2, ::2])
+    inside = hi.cell_corners(hi.upsample_cells(crossed))
+    runs = {}
+    for share in (0.0, 1.0):
+        monkeypatch.setattr(hi, "OUTRIGHT_SHARE", share)
+        runs[share] = hi.refine_grid(_ball, lo, hi_, depth, coarse_depth=3, smoothing=False)
+    (g0, k0, s0), (g1, k1, s1) = runs[0.0], runs[1.0]
+    assert not bool(k0[inside].all()) and bool(k1[inside].all())
+    assert s1.points_queried > s0.points_queried
+    assert torch.equal(g0 > 0, g1 > 0) and torch.equal(g1 > 0, dense > 0)
+    both = k0 & k1
+    assert torch.equal(g0[both], g1[both]) and torch.equal(g1[k1], dense[k1])
+
+
+def test_children_corners_are_the_unknown_corners_of_the_cells_children():
+    rng = _rng(11)
+    for m in (2, 3, 6):
+        cells = torch.from_numpy(rng.random((m - 1,) * 3) < 0.3)
+        known = torch.from_numpy(rng.random((m,) * 3) < 0.5)
+        idx = hi.children_corners(cells, known)
+        expect = hi.cell_corners(hi.upsample_cells(cells)) & ~hi.upsample_known(known)
+        got = torch.zeros_like(expect)
+        got[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+        assert idx.shape[0] == int(expect.sum()) and torch.equal(got, expect), m
+        flat = hi._flat_index(idx, 2 * m - 1)
+        assert torch.equal(flat, flat.sort().values)  # in flat order, each point once
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0])
+def test_extent_below_is_the_index_range_of_the_points_at_or_below_the_level(level):
+    rng = _rng(12)
+    for shape in ((5, 5, 5), (4, 6, 3), (1, 1, 1)):
+        a = _ints(rng, shape, 0, 4)
+        a[a > level] += 1  # most points above the level
+        ext = hi.extent_below(torch.from_numpy(a), level)
+        pts = np.argwhere(a <= level)
+        if len(pts) == 0:
+            assert ext is None
+            continue
+        np.testing.assert_array_equal(ext[0], pts.min(axis=0))
+        np.testing.assert_array_equal(ext[1], pts.max(axis=0))
+    assert hi.extent_below(torch.full((3, 3, 3), level + 1), level) is None
+    one = torch.full((4, 5, 6), level + 1)
+    one[2, 0, 5] = level  # a tie counts
+    lo, hi_ = hi.extent_below(one, level)
+    assert lo.tolist() == [2, 0, 5] and hi_.tolist() == [2, 0, 5]
