@@ -347,7 +347,6 @@ def cell_any(mask: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-SMOOTH_CHUNK = 1 << 17  # points whose 27 neighbours are gathered at once (~40 MB)
 _OFFSETS = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]
 
 
@@ -375,39 +374,37 @@ def smoothed_signs(values: torch.Tensor, known: torch.Tensor, level: float = 0.0
 
 def _sure_smoothed_signs(values: torch.Tensor, known: torch.Tensor, idx: torch.Tensor, level: float):
     """For the points idx (P,3): (surely above, surely below) the level after the 3x3x3 mean.
-    Neighbours are gathered by flat offsets into the arrays as they are (no padded copy);
-    a neighbour outside the grid is the zero padding: value 0 relative to the level, known."""
+    The 27 neighbours are taken one offset at a time for all points (arrays of P, not P x 27),
+    by flat offsets into the arrays as they are (no padded copy); a neighbour outside the grid
+    is the zero padding: value 0 relative to the level, known."""
     m = values.shape[0]
     vf, kf = values.reshape(-1), known.reshape(-1)
-    offsets = torch.tensor([(i * m + j) * m + k for i, j, k in _OFFSETS], device=values.device)
-    steps = torch.tensor(_OFFSETS, device=values.device)
-    edge = ((idx == 0) | (idx == m - 1)).any(dim=1)  # points with a neighbour outside the grid
+    base = _flat_index(idx, m)
+    edge = ((idx == 0) | (idx == m - 1)).any(dim=1).nonzero()[:, 0]  # points with a neighbour outside
+    nb = idx[edge, None, :] + torch.tensor(_OFFSETS, device=idx.device)
+    outside = ((nb < 0) | (nb >= m)).any(dim=2)
     zero = torch.zeros((), dtype=values.dtype, device=values.device)
-    sure_above = torch.empty(idx.shape[0], dtype=torch.bool, device=values.device)
-    sure_below = torch.empty_like(sure_above)
-    for c in range(0, idx.shape[0], SMOOTH_CHUNK):  # the 27 neighbours of a chunk of points at once
-        p = idx[c:c + SMOOTH_CHUNK]
-        f = _flat_index(p, m)[:, None] + offsets
-        on_edge = edge[c:c + SMOOTH_CHUNK]
-        if on_edge.any():
-            nb = p[on_edge, None, :] + steps
-            outside = ((nb < 0) | (nb >= m)).any(dim=2)
-            f[on_edge] = torch.where(outside, 0, f[on_edge])
-        v, kn = torch.take(vf, f), torch.take(kf, f)  # (take: several times faster than vf[f] here)
+    s = torch.zeros(idx.shape[0], dtype=values.dtype, device=values.device)
+    mag = torch.zeros_like(s)
+    unk_pos = torch.zeros(idx.shape[0], dtype=torch.bool, device=values.device)
+    unk_neg = torch.zeros_like(unk_pos)
+    for j, (a, b, c) in enumerate(_OFFSETS):
+        f = base + (a * m + b) * m + c
+        f[edge] = torch.where(outside[:, j], 0, f[edge])
+        v, kn = torch.take(vf, f), torch.take(kf, f)
         if level != 0:
             v = v - level
-        if on_edge.any():
-            v[on_edge] = torch.where(outside, zero, v[on_edge])
-            kn[on_edge] = kn[on_edge] | outside
+        v[edge] = torch.where(outside[:, j], zero, v[edge])
+        kn[edge] |= outside[:, j]
         kv = torch.where(kn, v, zero)
-        s, mag = kv.sum(dim=1), kv.abs().sum(dim=1)
-        unk_pos = (~kn & (v > 0)).any(dim=1)
-        unk_neg = (~kn & (v <= 0)).any(dim=1)
-        tol = 1e-5 * mag
-        none_known = mag == 0
-        sure_above[c:c + SMOOTH_CHUNK] = ~unk_neg & ((s > tol) | (none_known & unk_pos))
-        sure_below[c:c + SMOOTH_CHUNK] = ~unk_pos & ((s < -tol) | none_known)
-    return sure_above, sure_below
+        s += kv
+        mag += kv.abs()
+        unknown = ~kn
+        unk_pos |= unknown & (v > 0)
+        unk_neg |= unknown & (v <= 0)
+    tol = 1e-5 * mag  # the sums' rounding: far below this
+    none_known = mag == 0
+    return ~unk_neg & ((s > tol) | (none_known & unk_pos)), ~unk_pos & ((s < -tol) | none_known)
 
 
 class _Level:
