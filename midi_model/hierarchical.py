@@ -465,12 +465,14 @@ class _Level:
             need &= restrict(self)[tuple(slice(int(a), int(b) - 1) for a, b in zip(*box))]
         return need
 
-    def close(self, band: int, margin: float | None, restrict=None, level: float = 0.0) -> float:
+    def close(self, band: int, margin: float | None, restrict=None, level: float = 0.0,
+              rounds: int | None = None) -> float:
         """Evaluate the corners of every flagged cell until no new cell gets flagged
         (new values can reveal new straddling cells: a surface leaving the refined
-        region, a thin part). The slope is re-measured as values come in; when it grows
-        every cell is checked again, otherwise only the box around the points just
-        added can change. -> the slope of this level."""
+        region, a thin part), or for at most ``rounds`` rounds (a later closure goes on).
+        The slope is re-measured as values come in; when it grows every cell is checked
+        again, otherwise only the box around the points just added can change.
+        -> the slope of this level."""
         m = self.values.shape[0]
         full = (np.zeros(3, np.int64), np.full(3, m, np.int64))
         box = full
@@ -483,6 +485,10 @@ class _Level:
             self.stats.closure_rounds += 1
             if margin is None and not self.signs_changed(level):
                 return slope  # straddling (and restrict) depend on signs only: nothing new can be flagged
+            if rounds is not None:
+                rounds -= 1
+                if rounds <= 0:
+                    return slope
             new_slope = self.slope_with(self.last_added, slope) if margin is not None else slope
             if new_slope > slope:
                 slope, box = new_slope, full
@@ -587,12 +593,14 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
             lv.evaluate_points(children_corners(need, coarse_known))
         else:
             lv.certify_finest(need, coarse_values - level, coarse_known, slope / 2, margin, level)
+    smoothed = smoothing and restrict is None
     if restrict is None or margin is None:
-        # finest level: the mesh needs exact values at the corners of the straddling cells
-        lv.close(0, None, restrict=restrict, level=level)
+        # finest level: the mesh needs exact values at the corners of the straddling cells (one
+        # round when smoothing follows: its closure evaluates those corners too, until stable)
+        lv.close(0, None, restrict=restrict, level=level, rounds=1 if smoothed else None)
     # (a restricted pass with the near-zero test wants signs only, and every point it may
     # need is evaluated or settled by now)
-    if smoothing and restrict is None:
+    if smoothed:
         lv.close_smoothed(level)
     return lv.values, lv.known, stats
 
