@@ -233,7 +233,11 @@ def main(argv=None):
     ap.add_argument("--compare-depth", type=int, default=6, help="mesh comparison depth when the exact decode is estimated")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="fast path runs (half before the exact path, half after); the median one is reported")
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     dev, dtype, res = run_settings(args)
     res.update(guidance=args.guidance, fast_dtype=str(dtype).replace("torch.", ""), offload=args.offload)
     if args.image and args.seg:
@@ -252,18 +256,31 @@ def main(argv=None):
             pipe = MIDIPipeline.from_pretrained(root, device="cpu", dtype=dtype, mi_mode="grouped")
     m = Meter(dev)
     warm_up(pipe, img, masks, args.seed, dev, args.offload)
-    # ---- fast path
-    with offload.stage(pipe, "encode", dev, args.offload), m("fast_encode"):
-        cond = pipe.encode(img, masks)
-    with offload.stage(pipe, "sample", dev, args.offload), m("fast_sample"):
-        lat = pipe.sample(cond, seed=args.seed, steps=args.steps, guidance_scale=args.guidance)
-    offload.prepare(pipe, "decode", dev, args.offload)
-    if not args.model:
-        res["bench_field"] = make_bench_field(pipe.vae, lat)
     kw = {"coarse_depth": args.coarse_depth, "band": args.band, "margin": args.margin}
     res["fast_decoder"] = DEFAULT_DECODER
-    fast_meshes, rec = run_decode(pipe, lat, args.depth, DEFAULT_DECODER, m, "fast_decode", **kw)
-    offload.release(pipe, "decode", dev, args.offload)
+    fast_stages = [f"fast_{s}" for s in ("encode", "sample", "decode")]
+    runs = []
+
+    def fast_path():
+        """One run of the fast path; its stage times go to ``runs``."""
+        with offload.stage(pipe, "encode", dev, args.offload), m("fast_encode"):
+            cond = pipe.encode(img, masks)
+        with offload.stage(pipe, "sample", dev, args.offload), m("fast_sample"):
+            lat = pipe.sample(cond, seed=args.seed, steps=args.steps, guidance_scale=args.guidance)
+        offload.prepare(pipe, "decode", dev, args.offload)
+        if not args.model and "bench_field" not in res:  # once: it shifts the VAE's output bias
+            res["bench_field"] = make_bench_field(pipe.vae, lat)
+        meshes, rec = run_decode(pipe, lat, args.depth, DEFAULT_DECODER, m, "fast_decode", **kw)
+        offload.release(pipe, "decode", dev, args.offload)
+        runs.append({k: dict(m.out[k]) for k in fast_stages})
+        return lat, meshes, rec
+
+    # ---- fast path: --repeat runs, half before the exact path and half after (the machine's
+    # speed drifts over a minute-long exact run); the run of median total time is reported
+    before = (args.repeat + 1) // 2
+    lat, fast_meshes, rec = fast_path()
+    for _ in range(before - 1):
+        fast_path()
     res["points_queried"] = rec["points_queried"]
     res["dense_points_official"] = rec["dense_points_official"]
     res["fraction_of_official_queries"] = rec["points_queried"] / rec["dense_points_official"]
@@ -296,6 +313,13 @@ def main(argv=None):
                 b, _ = run_decode(pipe, lat, args.compare_depth, DEFAULT_DECODER, m, "compare_fast", **kw)
                 res["meshes_at_compare_depth"] = {"depth": args.compare_depth, **same_meshes(a, b)}
         pipe.transformer.set_attention(mi_mode="grouped")
+    if args.exact != "skip" and dtype != torch.float32:
+        pipe.to(dtype=dtype)
+    for _ in range(args.repeat - before):
+        fast_path()
+    totals = [round(sum(r[k]["s"] for k in fast_stages), 3) for r in runs]
+    res["fast_runs_total_s"] = totals
+    m.out.update(runs[sorted(range(len(runs)), key=totals.__getitem__)[(len(runs) - 1) // 2]])
     res["stages"] = m.out
     fast = sum(m.out[f"fast_{s}"]["s"] for s in ("encode", "sample", "decode"))
     res["fast_total_s"] = round(fast, 3)
