@@ -233,6 +233,7 @@ def marching_cubes(grid: np.ndarray, bbox_min, bbox_size, level: float = 0.0):
     (dividing by g = 2^d+1, not 2^d: a 0.39 % shrink kept for parity)."""
     from skimage import measure
 
+    grid = np.ascontiguousarray(grid, np.float32)  # what skimage reads (no copy for a float32 grid)
     if not (grid.min() <= level <= grid.max()):
         return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     # Only cells with a corner <= level and one >= level hold a triangle: skimage visits just
