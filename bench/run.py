@@ -289,32 +289,36 @@ def main(argv=None):
     res["mi_kv_bytes_per_layer"] = mi_kv_bytes(pipe, args.instances, args.guidance > 1, dtype)
     # ---- exact path: float32, exact MI, official progressive decode
     if args.exact != "skip":
+        exact_pipe = pipe
         if dtype != torch.float32:
-            pipe.to(dtype=torch.float32)
-        pipe.transformer.set_attention(mi_mode="exact")
-        with offload.stage(pipe, "encode", dev, args.offload), m("exact_encode"):
-            cond_x = pipe.encode(img, masks)
-        with offload.stage(pipe, "sample", dev, args.offload), m("exact_sample"):
-            lat_x = pipe.sample(cond_x, seed=args.seed, steps=args.steps, guidance_scale=args.guidance)
+            if args.model:  # the checkpoint's own values in float32, not the fast path's rounded ones
+                exact_pipe = MIDIPipeline.from_pretrained(args.model, device="cpu", dtype=torch.float32, mi_mode="exact")
+            else:  # a preset checkpoint is written in the fast dtype: float32 holds it exactly
+                pipe.to(dtype=torch.float32)
+        exact_pipe.transformer.set_attention(mi_mode="exact")
+        with offload.stage(exact_pipe, "encode", dev, args.offload), m("exact_encode"):
+            cond_x = exact_pipe.encode(img, masks)
+        with offload.stage(exact_pipe, "sample", dev, args.offload), m("exact_sample"):
+            lat_x = exact_pipe.sample(cond_x, seed=args.seed, steps=args.steps, guidance_scale=args.guidance)
         res["latent_rel_err_vs_exact"] = float((lat - lat_x).norm() / lat_x.norm())
         mode = args.exact
         if mode == "auto":
             mode = "full" if (dev.type == "cuda" or args.depth <= 6) else "estimate"
-        with offload.stage(pipe, "decode", dev, args.offload):
+        with offload.stage(exact_pipe, "decode", dev, args.offload):
             if mode == "full":
-                exact_meshes, _ = run_decode(pipe, lat, args.depth, "progressive", m, "exact_decode")
+                exact_meshes, _ = run_decode(exact_pipe, lat, args.depth, "progressive", m, "exact_decode")
                 if dtype == torch.float32:
                     res["meshes"] = same_meshes(exact_meshes, fast_meshes)
             else:
-                est = estimate_dense_decode(pipe, lat, args.depth)
+                est = estimate_dense_decode(exact_pipe, lat, args.depth)
                 # smoothing + marching cubes as in the fast path (same code, same grids)
                 m.out["exact_decode"] = {"s": round(est + 0.0, 3), "estimated": True}
-                a, _ = run_decode(pipe, lat, args.compare_depth, "progressive", m, "compare_exact")
-                b, _ = run_decode(pipe, lat, args.compare_depth, DEFAULT_DECODER, m, "compare_fast", **kw)
+                a, _ = run_decode(exact_pipe, lat, args.compare_depth, "progressive", m, "compare_exact")
+                b, _ = run_decode(exact_pipe, lat, args.compare_depth, DEFAULT_DECODER, m, "compare_fast", **kw)
                 res["meshes_at_compare_depth"] = {"depth": args.compare_depth, **same_meshes(a, b)}
-        pipe.transformer.set_attention(mi_mode="grouped")
-    if args.exact != "skip" and dtype != torch.float32:
-        pipe.to(dtype=dtype)
+        exact_pipe.transformer.set_attention(mi_mode="grouped")
+        if exact_pipe is pipe and dtype != torch.float32:
+            pipe.to(dtype=dtype)
     for _ in range(args.repeat - before):
         fast_path()
     totals = [round(sum(r[k]["s"] for k in fast_stages), 3) for r in runs]

@@ -25,3 +25,28 @@ def test_bench_run_refuses_no_runs():
 
     with pytest.raises(SystemExit):
         run.main(["--repeat", "0"])
+
+
+def test_bench_exact_path_reads_the_checkpoint_in_float32_when_the_fast_path_is_bf16(shared_dir, monkeypatch):
+    """With --model and a half-precision fast path, the exact path loads the checkpoint again in
+    float32 (not the fast path's rounded weights upcast), and the fast runs after it stay bf16."""
+    import torch
+
+    from bench import run
+
+    loads = []
+    real = run.MIDIPipeline.from_pretrained
+
+    def spy(root, **kw):
+        pipe = real(root, **kw)
+        loads.append((kw.get("dtype"), pipe))
+        return pipe
+    monkeypatch.setattr(run.MIDIPipeline, "from_pretrained", spy)
+    ex = shared_dir / "data" / "examples" / "Realistic-Style"
+    res = run.main(["--model", str(shared_dir / "golden" / "midi_tiny"), "--image", str(ex / "01_rgb.png"),
+                    "--seg", str(ex / "01_seg.png"), "--instances", "1", "--steps", "1", "--depth", "5",
+                    "--device", "cpu", "--dtype", "bf16", "--exact", "full", "--repeat", "2"])
+    assert [d for d, _ in loads] == [torch.bfloat16, torch.float32]
+    assert next(loads[0][1].vae.parameters()).dtype == torch.bfloat16  # after the exact path too
+    assert res["fast_dtype"] == "bfloat16" and len(res["fast_runs_total_s"]) == 2
+    assert 1e-4 < res["latent_rel_err_vs_exact"] < 0.05
