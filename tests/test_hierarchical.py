@@ -177,6 +177,36 @@ def test_surface_tracing_alone_follows_a_finger_the_lattice_never_sees(smoothing
     assert_same_mesh(mesh(dense, BBOX_MIN, size, smoothing), mesh(grid, BBOX_MIN, size, smoothing))
 
 
+def test_a_straddle_closure_of_one_round_leaves_the_rest_to_a_later_closure():
+    """close(rounds=1) evaluates the corners of the cells straddling now and stops (with smoothing
+    the smoothing closure goes on); without a limit it follows the finger to its end."""
+    depth = 6
+    vox = 2.01 / 64
+    axis = -1.005 + 33 * vox
+
+    def field(p):
+        x, y, z = p.unbind(1)
+        sphere = torch.sqrt((x - axis) ** 2 + (y - axis) ** 2 + (z - axis) ** 2) - 0.3
+        finger = torch.maximum(torch.sqrt((y - axis) ** 2 + (z - axis) ** 2) - 0.6 * vox, (x - axis - 0.45).abs() - 0.2)
+        return torch.minimum(sphere, finger)
+
+    dense = dense_values(field, BBOX_MIN, BBOX_MAX, depth)
+    g = 2 ** depth + 1
+    axes = [torch.from_numpy(np.linspace(BBOX_MIN[i], BBOX_MAX[i], g, dtype=np.float32)) for i in range(3)]
+    finals = {}
+    for rounds in (1, None):
+        lv = hi._Level(field, axes, depth, depth, hi.RefineStats(depth, g ** 3), 4096)
+        lv.values = hi.upsample_signs(dense[::2, ::2, ::2].clone())
+        lv.known = hi.upsample_known(torch.ones((g + 1) // 2, (g + 1) // 2, (g + 1) // 2, dtype=torch.bool))
+        lv.close(0, None, rounds=rounds)
+        finals[rounds] = lv
+    one, full = finals[1], finals[None]
+    assert one.stats.closure_rounds == 1 < full.stats.closure_rounds
+    assert torch.equal(full.values <= 0, dense <= 0)
+    assert bool(full.known[hi.cell_corners(hi.straddling_cells(dense))].all())
+    assert not bool(one.known[hi.cell_corners(hi.straddling_cells(dense))].all())
+
+
 def test_smoothing_closure_goes_on_when_a_new_value_changes_sign():
     """margin=None: a one-point spike (-10) 1.5 voxels outside a sphere is first evaluated by the
     smoothing closure (it lies in the 3x3x3 neighbourhood of the sphere's smoothed crossing
