@@ -264,7 +264,9 @@ def grids_to_meshes(grids, smoothing: bool = True, record=None):
         v, f = marching_cubes(g.cpu().numpy(), lo, size)
         if record is not None:
             record[f"mesh{i}_vertices"], record[f"mesh{i}_faces"] = v, f
-        meshes.append(trimesh.Trimesh(v, f, process=False))
+        # trimesh's default processing, as the official script builds its meshes: vertices that
+        # coincide (marching cubes makes some where a grid value is exactly 0) are merged
+        meshes.append(trimesh.Trimesh(v, f))
     if record is not None and "_smoothed" in record:
         record["smoothed_grid"] = torch.stack(record.pop("_smoothed"))
     return meshes

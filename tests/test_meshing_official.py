@@ -103,6 +103,30 @@ def test_marching_cubes_on_the_crossing_cells_equals_the_full_volume_call():
         np.testing.assert_array_equal(v, (fv / np.array(grid.shape) * size + lo).astype(np.float32), err_msg=name)
 
 
+def test_meshes_merge_coinciding_vertices_as_the_official_trimesh_call():
+    """The official script builds each mesh with trimesh.Trimesh(vertices, faces) (processing
+    on): a field with exact zeros at grid points gives marching cubes vertices that coincide,
+    and they are merged; a field without gives the marching cubes arrays unchanged."""
+    import trimesh
+
+    from midi_model.meshing import grids_to_meshes, marching_cubes
+
+    ax = torch.arange(17, dtype=torch.float32) - 8
+    X, Y, Z = torch.meshgrid(ax, ax, ax, indexing="ij")
+    lo, size = np.zeros(3), np.ones(3)
+    cube = torch.maximum(torch.maximum(X.abs(), Y.abs()), Z.abs()) - 4  # exact zeros on its faces
+    ball = (X ** 2 + Y ** 2 + Z ** 2).sqrt() - 4.3
+    for grid, merges in ((cube, True), (ball, False)):
+        v, f = marching_cubes(grid.numpy(), lo, size)
+        official = trimesh.Trimesh(v.astype(np.float32), f)
+        got = grids_to_meshes([(grid, lo, size)], smoothing=False)[0]
+        np.testing.assert_array_equal(got.vertices, official.vertices)
+        np.testing.assert_array_equal(got.faces, official.faces)
+        assert (len(got.vertices) < len(v)) == merges
+        if not merges:
+            np.testing.assert_array_equal(got.vertices, v)
+
+
 def test_meshes_are_smoothed_by_default():
     from midi_model.meshing import grids_to_meshes
 
