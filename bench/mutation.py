@@ -242,7 +242,39 @@ def swap_in(modname: str, tree: ast.Module) -> int:
                 fn.__code__ = mutated.__code__
                 fn.__defaults__, fn.__kwdefaults__ = mutated.__defaults__, mutated.__kwdefaults__
                 swapped += 1
+        # module data computed at import by a (mutated) function, e.g. a table built by a helper:
+        # the live module gets the value the mutated module computed
+        for name, value in ns.items():
+            old = vars(live).get(name)
+            if name.startswith("__") or name not in vars(live) or _is_code(value) or _same(value, old):
+                continue
+            setattr(live, name, value)
+            swapped += 1
     return swapped
+
+
+def _is_code(value) -> bool:
+    return isinstance(value, (types.FunctionType, types.ModuleType, type)) or callable(value)
+
+
+def _same(a, b) -> bool:
+    """Equal plain data (numbers, strings, containers of them, arrays); anything else counts as
+    the same (only computed tables are worth replacing)."""
+    import numpy as np
+    import torch
+
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and bool(np.array_equal(a, b))
+    if isinstance(a, (int, float, str, bytes, bool, tuple, list, dict, set, frozenset, type(None))):
+        try:
+            return bool(a == b)
+        except Exception:  # containers of arrays
+            return True
+    return True
 
 
 # ---- running -------------------------------------------------------------------------------
@@ -324,6 +356,36 @@ def runs_at_load(modname: str, tree: ast.Module, line: int) -> bool:
         return True
     first = best.decorator_list[0].lineno if best.decorator_list else best.lineno
     return (str(module_path(modname)), first) in PRELOADED.get("load_time", ())
+
+
+def import_time_functions(modname: str) -> set:
+    """First lines of the module's functions that its own top-level code calls (tables built by a
+    helper at import): their mutants reach the tests only through that data, so every test of the
+    subset runs for them (swap_in gives the live module the mutated data)."""
+    path = str(module_path(modname))
+    called = set()
+
+    def tracer(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == path:
+            called.add(frame.f_code.co_firstlineno)
+
+    live = sys.modules[f"midi_model.{modname}"]
+    ns = {"__name__": live.__name__, "__package__": live.__package__, "__file__": path}
+    code = compile(module_path(modname).read_text(), path, "exec")
+    sys.setprofile(tracer)
+    try:
+        exec(code, ns)
+    finally:
+        sys.setprofile(None)
+    return called - {1}  # the module body itself
+
+
+def runs_at_import(tree: ast.Module, line: int, import_time: set) -> bool:
+    best = _function_at(tree, line)
+    if best is None:
+        return False
+    first = best.decorator_list[0].lineno if best.decorator_list else best.lineno
+    return first in import_time
 
 
 def _function_at(tree, line):
@@ -537,6 +599,7 @@ class MutationPlugin:
         print(f"{mod}: {len(items)} tests, traced unmutated run {base:.0f} s; "
               f"{len(covering)} lines of the module run under them", flush=True)
         counts, t0 = {}, time.time()
+        import_time = import_time_functions(mod)
         for i, m in enumerate(self.mutants):
             if i not in self.chosen:
                 continue
@@ -544,7 +607,7 @@ class MutationPlugin:
             fresh = runs_at_load(mod, self.tree, m[3])
             lines = mutant_lines(self.tree, m)
             mutated = apply_mutant(self.tree, m)
-            if args.all_tests or fresh or lines & collect_lines:
+            if args.all_tests or fresh or lines & collect_lines or runs_at_import(self.tree, m[3], import_time):
                 chosen, how = items, "all"
             else:
                 ids = set().union(*(covering.get(ln, set()) for ln in lines))
