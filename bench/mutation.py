@@ -175,11 +175,15 @@ def apply_mutant(tree, mutant):
     elif kind == "negate":
         node.test = ast.UnaryOp(op=ast.Not(), operand=node.test)
     elif kind == "drop":
-        if isinstance(node, ast.Return):
-            _replace(parent, node, ast.Return(value=None) if node.value is not None else ast.Pass())
-        else:
+        if isinstance(node, ast.Return) and not _returns_none(node):
+            _replace(parent, node, ast.Return(value=None))  # the value dropped
+        else:  # a statement, or a ``return None``: gone (an early return falls through)
             _replace(parent, node, ast.Pass())
     return ast.fix_missing_locations(tree)
+
+
+def _returns_none(node: ast.Return) -> bool:
+    return node.value is None or (isinstance(node.value, ast.Constant) and node.value.value is None)
 
 
 def _replace(parent, old, new):

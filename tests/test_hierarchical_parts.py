@@ -360,7 +360,7 @@ def _smoothing_field(seed, shape=(8, 8, 8)):
     return t
 
 
-@pytest.mark.parametrize("level", [0.0, 0.5, -1.5])
+@pytest.mark.parametrize("level", [0.0, 0.5, -1.5, 1.0])
 def test_smoothed_signs_with_every_value_known_are_the_signs_of_the_3x3x3_mean(level):
     """All known: exactly the sign of the official (zero-padded) mean of the values, compared with
     the level; for a level other than 0 the padding adds terms below or above it, so only the
@@ -381,7 +381,7 @@ def test_smoothed_signs_with_every_value_known_are_the_signs_of_the_3x3x3_mean(l
             np.testing.assert_array_equal(may_above[sure], mean[sure] > 0)
 
 
-@pytest.mark.parametrize("level", [0.0, 0.5])
+@pytest.mark.parametrize("level", [0.0, 0.5, 1.0])
 def test_smoothed_signs_with_unknown_values_allow_every_possible_sign(level):
     """Unknown points hold a value of the right sign only (as the interpolated and certified
     values do): every sign the mean can have for some field with those signs is allowed, and
@@ -420,6 +420,33 @@ def test_smoothed_signs_of_a_field_with_no_sign_change():
         k[::2] = True
         above, below = hi.smoothed_signs(v, k)
         assert bool((above == (value > 0)).all()) and bool((below == (value <= 0)).all())
+
+
+def test_evaluating_points_records_what_they_replace_and_whether_a_sign_changed():
+    """``evaluate_points`` keeps the values the new ones replace (at those very points), and
+    ``signs_changed`` compares the two sides of the level point by point."""
+    m = 5
+    stored = torch.arange(m ** 3, dtype=torch.float32).view(m, m, m) - 60.0  # every point a value of its own
+    field = {}
+
+    def query(p):  # the value at a point: -(its stored value), so every sign flips (60 -> -60 ...)
+        return torch.stack([field[tuple(round(float(c), 3) for c in q)] for q in p])
+
+    axes = [torch.arange(m, dtype=torch.float32)] * 3
+    lv = hi._Level(query, axes, 2, 2, hi.RefineStats(2, m ** 3), 4)
+    lv.values, lv.known = stored.clone(), torch.zeros(m, m, m, dtype=torch.bool)
+    idx = torch.tensor([[0, 1, 4], [3, 0, 2], [4, 4, 1]])
+    for i, j, k in idx.tolist():
+        field[(float(i), float(j), float(k))] = -stored[i, j, k]
+    lv.evaluate_points(idx)
+    assert torch.equal(lv.last_old, stored[idx[:, 0], idx[:, 1], idx[:, 2]])
+    assert torch.equal(lv.values[idx[:, 0], idx[:, 1], idx[:, 2]], -stored[idx[:, 0], idx[:, 1], idx[:, 2]])
+    assert lv.signs_changed() and not lv.signs_changed(level=100.0)  # all below 100 before and after
+    # the same sides of the level: no change
+    idx2 = torch.tensor([[2, 3, 1]])
+    field[(2.0, 3.0, 1.0)] = stored[2, 3, 1] + 0.5
+    lv.evaluate_points(idx2)
+    assert float(lv.last_old[0]) == float(stored[2, 3, 1]) and not lv.signs_changed()
 
 
 # ---- progress -------------------------------------------------------------------------------
