@@ -221,11 +221,14 @@ def box_smooth(grid: torch.Tensor) -> torch.Tensor:
     conv algorithm picked, so a sub-volume gives bit-identical values (differs from the
     official conv3d by float rounding only, <= 3e-7 relative)."""
     p = F.pad(grid[None, None], (1, 1, 1, 1, 1, 1))[0, 0]
-    for ax in range(3):  # (a + b) + c along each axis; in place, to allocate one array per pass
+    spare = None
+    for ax in range(3):  # (a + b) + c along each axis, into the array the pass before last read
         n = p.shape[ax] - 2
-        s = p.narrow(ax, 0, n) + p.narrow(ax, 1, n)
-        p = s.add_(p.narrow(ax, 2, n))
-    return p.div_(27.0)
+        shape = p.shape[:ax] + (n,) + p.shape[ax + 1:]
+        out = p.new_empty(shape) if spare is None else spare.reshape(-1)[:shape.numel()].view(shape)
+        torch.add(p.narrow(ax, 0, n), p.narrow(ax, 1, n), out=out)
+        spare, p = p, out.add_(p.narrow(ax, 2, n))
+    return p.div_(27.0)  # two large arrays in all: fresh pages are costly at 257^3
 
 
 def marching_cubes(grid: np.ndarray, bbox_min, bbox_size, level: float = 0.0):
