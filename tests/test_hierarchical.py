@@ -98,6 +98,13 @@ def test_band_and_margin_must_not_be_negative():
         hi.refine_grid(thin_parts_sdf, BBOX_MIN, BBOX_MAX, 5, band=-1)
     with pytest.raises(ValueError, match="margin"):
         hi.refine_grid(thin_parts_sdf, BBOX_MIN, BBOX_MAX, 5, margin=-0.5)
+    # the edges are allowed: no band, a zero margin (straddling cells only), coarse depth 0
+    _, _, st = hi.refine_grid(thin_parts_sdf, BBOX_MIN, BBOX_MAX, 4, coarse_depth=0, band=0, margin=0.0)
+    assert st.per_level[0] == 8 and set(st.per_level) <= set(range(5))
+    _, _, st = hi.refine_grid(thin_parts_sdf, BBOX_MIN, BBOX_MAX, 4, coarse_depth=-3, margin=0.0)
+    assert st.per_level[0] == 8  # below 0: from the single cell
+    _, _, st = hi.refine_grid(thin_parts_sdf, BBOX_MIN, BBOX_MAX, 4, coarse_depth=9)
+    assert st.per_level == {4: 17 ** 3}  # above the depth: the dense grid
 
 
 def test_box_smooth_is_the_official_mean_filter():
