@@ -120,7 +120,19 @@ def test_fields_are_hard(official_grids):
     assert pieces[2] > 3 and pieces[3] >= 3, pieces
 
 
-def test_default_decoder_queries_little_more_than_the_mesh_reads(official_grids):
+PICK = [0, 2, 3]  # tiny_blobs, thin_detached, box_edges (flat_blobs is near 0 everywhere)
+
+
+@pytest.fixture(scope="module")
+def fast_stats(official_grids):
+    """The default decoder's per-pass statistics on the PICK fields."""
+    vae, lat, _ = official_grids
+    rec = {}
+    decode_grids(vae, lat[PICK], 8, DEFAULT_DECODER, record=rec)
+    return rec["hierarchical_stats"]
+
+
+def test_default_decoder_queries_little_more_than_the_mesh_reads(official_grids, fast_stats):
     """Exact is not enough: the decoder must stay cheap. The points the smoothed marching cubes
     reads (corners of the raw crossing cells, the 3x3x3 neighbourhoods of the smoothed crossing
     cells' corners) are a floor for any exact decode; the mesh pass stays within a small factor
@@ -130,16 +142,41 @@ def test_default_decoder_queries_little_more_than_the_mesh_reads(official_grids)
     from midi_model import hierarchical as hi
     from midi_model.meshing import box_smooth
 
-    vae, lat, ref = official_grids
-    pick = [0, 2, 3]  # tiny_blobs, thin_detached, box_edges (flat_blobs is near 0 everywhere)
-    rec = {}
-    decode_grids(vae, lat[pick], 8, DEFAULT_DECODER, record=rec)
-    for i, st, factor in zip(pick, rec["hierarchical_stats"], (4.1, 1.75, 2.0)):
+    _, _, ref = official_grids
+    for i, st, factor in zip(PICK, fast_stats, (4.1, 1.75, 2.0)):
         g = ref[i][0]
         reads = hi.cell_corners(hi.straddling_cells(g)) | hi.dilate(hi.cell_corners(hi.straddling_cells(box_smooth(g))), 1)
         name = FIELDS[i].__name__
         assert st["mesh_pass"]["points_queried"] <= factor * int(reads.sum()), (name, st["mesh_pass"], int(reads.sum()))
         assert st["box_pass"]["points_queried"] <= 0.025 * g.numel(), (name, st["box_pass"])
+
+
+# Points queried per level and closure rounds of each pass, recorded on main at 0644aa9.
+WORK = {
+    "tiny_blobs": {"box_pass": ({5: 35937, 6: 83888, 7: 191331, 8: 8364}, 0),
+                   "mesh_pass": ({5: 35937, 6: 160256, 7: 1051871, 8: 651251}, 2)},
+    "thin_detached": {"box_pass": ({5: 35937, 6: 10842, 7: 8046, 8: 8432}, 0),
+                      "mesh_pass": ({5: 35937, 6: 44511, 7: 160551, 8: 316589}, 2)},
+    "box_edges": {"box_pass": ({5: 35937, 6: 2073, 7: 3171, 8: 4849}, 0),
+                  "mesh_pass": ({5: 35937, 6: 10315, 7: 33429, 8: 76169}, 2)},
+}
+
+
+def test_the_decoders_work_is_pinned(fast_stats):
+    """The bound above leaves room for waste; this pins the work itself. A change that
+    evaluates other points (a wider ring, one more closure round, a looser certificate) with
+    the same meshes fails here and must update WORK on purpose, with a benchmark
+    (docs/benchmarks.md). Counts may move by float rounding of the analytic fields on another
+    CPU, so each level is allowed 0.1 %; the closure rounds are exact."""
+    for i, st in zip(PICK, fast_stats):
+        name = FIELDS[i].__name__
+        for pass_, (levels, rounds) in WORK[name].items():
+            got = st[pass_]
+            assert sum(got["per_level"].values()) == got["points_queried"], (name, pass_, got)
+            assert sorted(got["per_level"]) == sorted(levels), (name, pass_, got["per_level"])
+            for lvl, n in levels.items():
+                assert abs(got["per_level"][lvl] - n) <= 1e-3 * n, (name, pass_, lvl, got["per_level"][lvl], n)
+            assert got["closure_rounds"] == rounds, (name, pass_, got["closure_rounds"])
 
 
 # ---- the golden checkpoint at depth 8 --------------------------------------------------
