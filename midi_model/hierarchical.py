@@ -353,7 +353,8 @@ _OFFSETS = [(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1
 def smoothed_signs(values: torch.Tensor, known: torch.Tensor, level: float = 0.0):
     """-> (may_be_above, may_be_below): point masks of the signs the 3x3x3 mean (the
     official smoothing, zero padded) may have, given exact values where ``known`` and
-    values trusted only for their sign elsewhere.
+    values trusted only for their sign elsewhere. The arrays are (m,m,m) lattices, as
+    everywhere in this module (flat offsets assume equal sides).
 
     A point whose neighbourhood is one-signed has a mean of that sign. For the others
     (a thin shell around the raw surface, gathered sparsely) the mean is surely above

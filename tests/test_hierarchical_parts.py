@@ -399,6 +399,17 @@ def test_smoothed_signs_with_unknown_values_allow_every_possible_sign(level):
     assert opened > 20
 
 
+def test_smoothed_signs_at_the_eight_corners_of_the_grid():
+    """A sign change in each corner cell of the grid: the points there have neighbours
+    outside on three axes at once (the zero padding), at the low and at the high end."""
+    for seed in range(3):
+        t = _ints(_rng(70 + seed), (6, 6, 6))
+        for c in itertools.product((0, -1), repeat=3):
+            t[c] = 1.0
+            t[tuple(1 if x == 0 else -2 for x in c)] = -1.0
+        _check_smoothed_signs(t, t.copy(), np.ones(t.shape, bool), 0.0, interior_only=False)
+
+
 def test_smoothed_signs_leave_a_sum_within_the_rounding_margin_open():
     """A known sum within 1e-5 of the sum of its magnitudes (both ends counted as inside) could
     have either sign after float32 rounding: both stay possible; beyond it the sign is sure."""
