@@ -458,6 +458,18 @@ def test_evaluating_points_records_what_they_replace_and_whether_a_sign_changed(
     field[(2.0, 3.0, 1.0)] = stored[2, 3, 1] + 0.5
     lv.evaluate_points(idx2)
     assert float(lv.last_old[0]) == float(stored[2, 3, 1]) and not lv.signs_changed()
+    # a change seen at its own point only: (3, 3, 0) holds a value of the old one's sign
+    field[(4.0, 3.0, 0.0)] = -stored[4, 3, 0]
+    lv.evaluate_points(torch.tensor([[4, 3, 0]]))
+    assert lv.signs_changed()
+
+
+def test_the_coarse_to_fine_passes_query_in_chunks_of_50000_by_default():
+    for run in (lambda q: hi.refine_grid(q, [-1.0] * 3, [1.0] * 3, 6, coarse_depth=6),
+                lambda q: hi.occupied_extent(q, [-1.0] * 3, [1.0] * 3, 6, coarse_depth=6)):
+        sizes = []
+        run(lambda p: (sizes.append(len(p)), p.norm(dim=1) - 0.5)[1])
+        assert sizes[:6] == [50_000] * 5 + [65 ** 3 - 250_000], sizes  # the first level, 65^3 points
 
 
 # ---- progress -------------------------------------------------------------------------------
