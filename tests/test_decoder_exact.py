@@ -127,9 +127,10 @@ PICK = [0, 2, 3]  # tiny_blobs, thin_detached, box_edges (flat_blobs is near 0 e
 def fast_stats(official_grids):
     """The default decoder's per-pass statistics on the PICK fields."""
     vae, lat, _ = official_grids
-    rec = {}
+    rec, rough = {}, {}
     decode_grids(vae, lat[PICK], 8, DEFAULT_DECODER, record=rec)
-    return rec["hierarchical_stats"]
+    decode_grids(vae, lat[PICK[1:]], 8, DEFAULT_DECODER, smoothing=False, record=rough)
+    return rec["hierarchical_stats"], rough["hierarchical_stats"]
 
 
 def test_default_decoder_queries_little_more_than_the_mesh_reads(official_grids, fast_stats):
@@ -143,7 +144,7 @@ def test_default_decoder_queries_little_more_than_the_mesh_reads(official_grids,
     from midi_model.meshing import box_smooth
 
     _, _, ref = official_grids
-    for i, st, factor in zip(PICK, fast_stats, (4.1, 1.75, 2.0)):
+    for i, st, factor in zip(PICK, fast_stats[0], (4.1, 1.75, 2.0)):
         g = ref[i][0]
         reads = hi.cell_corners(hi.straddling_cells(g)) | hi.dilate(hi.cell_corners(hi.straddling_cells(box_smooth(g))), 1)
         name = FIELDS[i].__name__
@@ -160,17 +161,25 @@ WORK = {
     "box_edges": {"box_pass": ({5: 35937, 6: 2073, 7: 3171, 8: 4849}, 0),
                   "mesh_pass": ({5: 35937, 6: 10315, 7: 33429, 8: 76169}, 2)},
 }
+# without smoothing the mesh pass needs only the straddle closure (the box pass is the same)
+WORK_UNSMOOTHED = {"thin_detached": ({5: 35937, 6: 44511, 7: 160551, 8: 204845}, 1),
+                   "box_edges": ({5: 35937, 6: 10315, 7: 33429, 8: 47315}, 1)}
 
 
 def test_the_decoders_work_is_pinned(fast_stats):
     """The bound above leaves room for waste; this pins the work itself. A change that
     evaluates other points (a wider ring, one more closure round, a looser certificate) with
     the same meshes fails here and must update WORK on purpose, with a benchmark
-    (docs/benchmarks.md). Counts may move by float rounding of the analytic fields on another
-    CPU, so each level is allowed 0.1 %; the closure rounds are exact."""
-    for i, st in zip(PICK, fast_stats):
-        name = FIELDS[i].__name__
-        for pass_, (levels, rounds) in WORK[name].items():
+    (docs/benchmarks.md). With and without smoothing. Counts may move by float rounding of
+    the analytic fields on another CPU, so each level is allowed 0.1 %; the closure rounds
+    are exact."""
+    smoothed, unsmoothed = fast_stats
+    runs = [(FIELDS[i].__name__, st, WORK[FIELDS[i].__name__]) for i, st in zip(PICK, smoothed)]
+    runs += [(FIELDS[i].__name__, st, {"box_pass": WORK[FIELDS[i].__name__]["box_pass"],
+                                       "mesh_pass": WORK_UNSMOOTHED[FIELDS[i].__name__]})
+             for i, st in zip(PICK[1:], unsmoothed)]
+    for name, st, work in runs:
+        for pass_, (levels, rounds) in work.items():
             got = st[pass_]
             assert sum(got["per_level"].values()) == got["points_queried"], (name, pass_, got)
             assert sorted(got["per_level"]) == sorted(levels), (name, pass_, got["per_level"])
