@@ -253,3 +253,32 @@ def test_band_refines_the_cells_next_to_the_crossing_ones():
     assert torch.equal(grid[inside], dense[inside])
     _, known0, _ = hi.refine_grid(sphere, BBOX_MIN, BBOX_MAX, depth, coarse_depth=4, band=0, margin=None)
     assert not bool(known0[inside].all())  # without the band some of them are left interpolated
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_closure_with_the_near_zero_test_ends_with_every_flagged_cell_evaluated(seed):
+    """close(band, margin) from a level where only the coarse points are known (no complete
+    stencil: slope 0): as values come in the slope grows, so every cell is checked again with
+    it. At the end the returned slope is the bound over all known stencils and every cell
+    flagged with it (straddling or near zero) has its corners evaluated."""
+    depth = 5
+    g = 2 ** depth + 1
+    gen = torch.Generator().manual_seed(seed)
+    centres, widths = torch.rand(6, 3, generator=gen) * 1.6 - 0.8, 0.25 + 0.25 * torch.rand(6, generator=gen)
+
+    def field(p):  # a slow wave plus narrow steep bumps: the slope differs a lot from place to place
+        wave = 0.6 + 0.15 * torch.sin(2.0 * p[:, 0] + 1.0) * torch.cos(1.5 * p[:, 1]) + 0.05 * p[:, 2]
+        bumps = (torch.exp(-((p[:, None, :] - centres) ** 2).sum(-1) / widths ** 2) * (-1.0) ** torch.arange(6)).sum(1)
+        return wave + bumps
+
+    dense = dense_values(field, BBOX_MIN, BBOX_MAX, depth)
+    axes = [torch.from_numpy(np.linspace(BBOX_MIN[i], BBOX_MAX[i], g, dtype=np.float32)) for i in range(3)]
+    lv = hi._Level(field, axes, depth, depth, hi.RefineStats(depth, g ** 3), 4096)
+    lv.values = hi.upsample_points(dense[::2, ::2, ::2].clone())
+    lv.known = hi.upsample_known(torch.ones((g + 1) // 2, (g + 1) // 2, (g + 1) // 2, dtype=torch.bool))
+    assert hi.gradient_bound(lv.values, lv.known) == 0.0
+    slope = lv.close(0, 0.9)
+    assert lv.stats.closure_rounds >= 2 and 0 < lv.stats.points_queried < g ** 3 // 2
+    assert slope == hi.gradient_bound(lv.values, lv.known)
+    assert bool(lv.known[hi.cell_corners(lv.flagged_cells(0, 0.9, slope))].all())
+    assert torch.equal(lv.values[lv.known], dense[lv.known])
