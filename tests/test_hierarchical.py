@@ -34,6 +34,29 @@ def dense_values(query, lo, hi_, depth):
     pts, gsize, _ = grid_points(lo, hi_, depth)
     return query(torch.from_numpy(pts)).view(*gsize)
 
+FINGER_VOXEL = 2.01 / 64  # depth 6
+FINGER_AXIS = -1.005 + 33 * FINGER_VOXEL  # y = z = an odd (finest-only) lattice index
+
+
+def finger_field(p):
+    """A sphere with a finger 0.6 voxel (depth 6) in radius along x, between the coarser lattice points."""
+    x, y, z = p.unbind(1)
+    a = FINGER_AXIS
+    sphere = torch.sqrt((x - a) ** 2 + (y - a) ** 2 + (z - a) ** 2) - 0.3
+    finger = torch.maximum(torch.sqrt((y - a) ** 2 + (z - a) ** 2) - 0.6 * FINGER_VOXEL, (x - a - 0.45).abs() - 0.2)
+    return torch.minimum(sphere, finger)
+
+
+def finest_level_from_coarse(field, dense, depth, upsample):
+    """The finest level right after upsampling: the even points known (values from ``dense``),
+    the others filled by ``upsample``."""
+    g = 2 ** depth + 1
+    axes = [torch.from_numpy(np.linspace(BBOX_MIN[i], BBOX_MAX[i], g, dtype=np.float32)) for i in range(3)]
+    lv = hi._Level(field, axes, depth, depth, hi.RefineStats(depth, g ** 3), 4096)
+    lv.values = upsample(dense[::2, ::2, ::2].clone())
+    lv.known = hi.upsample_known(torch.ones((g + 1) // 2, (g + 1) // 2, (g + 1) // 2, dtype=torch.bool))
+    return lv
+
 
 def mesh(grid, lo, size, smoothing=True):
     g = box_smooth(grid) if smoothing else grid
@@ -169,16 +192,7 @@ def test_surface_tracing_alone_follows_a_finger_the_lattice_never_sees(smoothing
     0.6 voxel in radius whose axis runs between the coarser lattice points, by evaluating the
     corners of the cells it crosses, again and again along its length. With smoothing the
     straddle closure runs one round and the smoothing closure follows the rest of the finger."""
-    depth = 6
-    vox = 2.01 / 64
-    axis = -1.005 + 33 * vox  # y = z = an odd (finest-only) lattice index
-
-    def field(p):
-        x, y, z = p.unbind(1)
-        sphere = torch.sqrt((x - axis) ** 2 + (y - axis) ** 2 + (z - axis) ** 2) - 0.3
-        finger = torch.maximum(torch.sqrt((y - axis) ** 2 + (z - axis) ** 2) - 0.6 * vox, (x - axis - 0.45).abs() - 0.2)
-        return torch.minimum(sphere, finger)
-
+    depth, field = 6, finger_field
     dense = dense_values(field, BBOX_MIN, BBOX_MAX, depth)
     finger_points = int((dense[44:, 33, 33] <= 0).sum())  # beyond the sphere
     assert finger_points >= 8 and bool((dense[::2, ::2, ::2][22:] > 0).all())  # the coarser lattices miss it
@@ -192,24 +206,11 @@ def test_surface_tracing_alone_follows_a_finger_the_lattice_never_sees(smoothing
 def test_a_straddle_closure_of_one_round_leaves_the_rest_to_a_later_closure():
     """close(rounds=1) evaluates the corners of the cells straddling now and stops (with smoothing
     the smoothing closure goes on); without a limit it follows the finger to its end."""
-    depth = 6
-    vox = 2.01 / 64
-    axis = -1.005 + 33 * vox
-
-    def field(p):
-        x, y, z = p.unbind(1)
-        sphere = torch.sqrt((x - axis) ** 2 + (y - axis) ** 2 + (z - axis) ** 2) - 0.3
-        finger = torch.maximum(torch.sqrt((y - axis) ** 2 + (z - axis) ** 2) - 0.6 * vox, (x - axis - 0.45).abs() - 0.2)
-        return torch.minimum(sphere, finger)
-
+    depth, field = 6, finger_field
     dense = dense_values(field, BBOX_MIN, BBOX_MAX, depth)
-    g = 2 ** depth + 1
-    axes = [torch.from_numpy(np.linspace(BBOX_MIN[i], BBOX_MAX[i], g, dtype=np.float32)) for i in range(3)]
     finals = {}
     for rounds in (1, None):
-        lv = hi._Level(field, axes, depth, depth, hi.RefineStats(depth, g ** 3), 4096)
-        lv.values = hi.upsample_signs(dense[::2, ::2, ::2].clone())
-        lv.known = hi.upsample_known(torch.ones((g + 1) // 2, (g + 1) // 2, (g + 1) // 2, dtype=torch.bool))
+        lv = finest_level_from_coarse(field, dense, depth, hi.upsample_signs)
         lv.close(0, None, rounds=rounds)
         finals[rounds] = lv
     one, full = finals[1], finals[None]
@@ -277,10 +278,7 @@ def test_a_closure_with_the_near_zero_test_ends_with_every_flagged_cell_evaluate
         return wave + bumps
 
     dense = dense_values(field, BBOX_MIN, BBOX_MAX, depth)
-    axes = [torch.from_numpy(np.linspace(BBOX_MIN[i], BBOX_MAX[i], g, dtype=np.float32)) for i in range(3)]
-    lv = hi._Level(field, axes, depth, depth, hi.RefineStats(depth, g ** 3), 4096)
-    lv.values = hi.upsample_points(dense[::2, ::2, ::2].clone())
-    lv.known = hi.upsample_known(torch.ones((g + 1) // 2, (g + 1) // 2, (g + 1) // 2, dtype=torch.bool))
+    lv = finest_level_from_coarse(field, dense, depth, hi.upsample_points)
     assert hi.gradient_bound(lv.values, lv.known) == 0.0
     slope = lv.close(0, 0.9)
     assert lv.stats.closure_rounds >= 2 and 0 < lv.stats.points_queried < g ** 3 // 2
