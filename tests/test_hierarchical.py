@@ -34,6 +34,7 @@ def dense_values(query, lo, hi_, depth):
     pts, gsize, _ = grid_points(lo, hi_, depth)
     return query(torch.from_numpy(pts)).view(*gsize)
 
+
 FINGER_VOXEL = 2.01 / 64  # depth 6
 FINGER_AXIS = -1.005 + 33 * FINGER_VOXEL  # y = z = an odd (finest-only) lattice index
 

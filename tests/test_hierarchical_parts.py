@@ -458,7 +458,8 @@ def test_evaluating_points_records_what_they_replace_and_whether_a_sign_changed(
     field[(2.0, 3.0, 1.0)] = stored[2, 3, 1] + 0.5
     lv.evaluate_points(idx2)
     assert float(lv.last_old[0]) == float(stored[2, 3, 1]) and not lv.signs_changed()
-    # a change seen at its own point only: (3, 3, 0) holds a value of the old one's sign
+    # a change seen at its own point only: (3, 3, 0), which a mix-up of the first two indices
+    # would read instead of (4, 3, 0), holds a value of the old one's sign
     field[(4.0, 3.0, 0.0)] = -stored[4, 3, 0]
     lv.evaluate_points(torch.tensor([[4, 3, 0]]))
     assert lv.signs_changed()
