@@ -18,16 +18,21 @@ top down:
    trilinear interpolation of the coarser level, which keeps the strict sign of those
    cells (at the finest level, where nothing reads them but their sign, the value of the
    cell's lower corner);
-4. at the finest level only signs matter away from the surface, so inside the flagged
-   cells a new point is evaluated only when its cell's corners do not settle its sign:
-   a corner q settles a point at distance d when |f(q)| > slack x G x d (the same
-   assumption; slack = margin / 0.866 makes it the cell test at a cell centre). The
-   others get a value of that sign. Then the corners of every cell that straddles 0 are
-   evaluated (repeating while new values reveal more), and, when smoothing follows, the
-   raw values the 3x3x3 mean reads around every cell whose smoothed corners may
-   straddle 0 (a point's smoothed sign is certain when its neighbourhood is one-signed,
-   or when the known part of the sum decides it whatever the unknown same-signed values
-   are).
+4. inside the flagged cells a new point is evaluated only when its cell's corners do not
+   settle its sign: a corner q settles a point at distance d when |f(q)| > slack x G x d
+   (the same assumption; slack = margin / 0.866 makes it the cell test at a cell centre).
+   The others get a value of that sign whose magnitude, |f(q)| - slack x G x d, is a lower
+   bound of |f| there. Above the finest level the next tests read these values, so a
+   point is left only when its bound also keeps it out of the near-zero test (> margin x
+   G), and a steeper G measured later shrinks the bounds (a point whose sign is then no
+   longer certain gets the level itself, so the closure evaluates it); that level's G
+   never drops below the one the certificates used. At the finest level only signs
+   matter away from the surface, so any settled point is left. There the corners of
+   every cell that straddles 0 are then evaluated (repeating while new values reveal
+   more), and, when smoothing follows, the raw values the 3x3x3 mean reads around every
+   cell whose smoothed corners may straddle 0 (a point's smoothed sign is certain when
+   its neighbourhood is one-signed, or when the known part of the sum decides it
+   whatever the unknown same-signed values are).
 
 The returned grid equals the dense grid (bit for bit, when ``query`` is deterministic
 per point) at every point the (smoothed) marching cubes reads in a crossing cell and
@@ -50,9 +55,9 @@ import torch
 DEFAULT_COARSE_DEPTH = 5
 DEFAULT_BAND = 0
 DEFAULT_MARGIN = 0.9
-# At the finest level, when at most this share of the cells is refined (a box pass: beyond the
-# extent only), all their children's corners are evaluated: a few thousand queries cost less
-# than the certificates' sweeps over the lattice (2048 cells at depth 8).
+# When at most this share of a level's cells is refined (a box pass: beyond the extent only), all
+# their children's corners are evaluated: a few thousand queries cost less than the certificates'
+# sweeps over the lattice (2048 cells at depth 8).
 OUTRIGHT_SHARE = 1 / 1024
 
 
@@ -418,6 +423,8 @@ class _Level:
         self.first_level, self.progress = level, progress
         self.values: torch.Tensor | None = None
         self.known: torch.Tensor | None = None
+        self.bounds = None  # (idx, bound, slope, slack, level) of the points ``certify`` settled above the finest level
+        self.slope_floor = 0.0  # the slope those certificates rest on: the closure measures no less
 
     def evaluate(self, mask: torch.Tensor, offset=None):
         """Query the field at the lattice points in mask (a sub-box starting at offset)
@@ -477,7 +484,7 @@ class _Level:
         m = self.values.shape[0]
         full = (np.zeros(3, np.int64), np.full(3, m, np.int64))
         box = full
-        slope = gradient_bound(self.values, self.known) if margin is not None else 0.0
+        slope = max(gradient_bound(self.values, self.known), self.slope_floor) if margin is not None else 0.0
         while True:
             need = self.flagged_cells(band, margin, slope, restrict, level, box)
             added = self.evaluate(cell_corners(need), offset=box[0])
@@ -493,6 +500,7 @@ class _Level:
             new_slope = self.slope_with(self.last_added, slope) if margin is not None else slope
             if new_slope > slope:
                 slope, box = new_slope, full
+                self.loosen_bounds(slope)
             else:
                 lo, hi = added
                 pad = band + 2
@@ -504,26 +512,48 @@ class _Level:
         new = self.values[i[:, 0], i[:, 1], i[:, 2]]
         return bool((torch.sign(new - level) != torch.sign(self.last_old - level)).any())
 
-    def certify_finest(self, cells: torch.Tensor, coarse_values: torch.Tensor, coarse_known: torch.Tensor,
-                       slope: float, margin: float, level: float = 0.0) -> None:
-        """Finest level: only signs and the values marching cubes reads matter, so inside the
-        refined region evaluate just the points whose sign the coarser corners do not settle
-        (``certified_points``); the others get a value of their certain sign. The slope is
-        re-measured on the new values; if it grows, the certificates are tightened with it."""
+    def certify(self, cells: torch.Tensor, coarse_values: torch.Tensor, coarse_known: torch.Tensor,
+                slope: float, margin: float, level: float = 0.0) -> float:
+        """Evaluate, inside the refined region (the children of ``cells``), just the new points
+        whose sign the coarser corners do not settle (``certified_points``); the others get a
+        value of their certain sign whose magnitude is a lower bound of |f| there. At the finest
+        level only signs and the values marching cubes reads matter, so any settled point is
+        left. Above it a settled point must also stay out of the near-zero test (bound above
+        margin x slope: it flags no cell), and its bound is kept so that a steeper slope found
+        later loosens it (``loosen_bounds``). The slope is re-measured on the new values; if it
+        grows, the certificates are tightened with it. -> the slope they rest on."""
         slack = margin / (3 ** 0.5 / 2)  # the cell test's margin as a factor on the slope: equal at a cell centre
+        finest = self.level == self.depth
+        near = 0.0 if finest else margin
         new, sure = certified_children(coarse_values, coarse_known, cells, slope, slack)
-        done = sure == 0  # the points evaluated so far
+        done = sure.abs() <= near * slope  # the points evaluated so far
         todo = new[done]
         while self.evaluate_points(todo) is not None:
             new_slope = self.slope_with(todo, slope)
             if new_slope <= slope:
                 break
             sure = tighten_certificates(sure, new, slack * (new_slope - slope))
-            more = (sure == 0) & ~done
+            more = (sure.abs() <= near * new_slope) & ~done
             todo, done = new[more], done | more
             slope = new_slope
         rest = ~done
         self.values.view(-1)[_flat_index(new[rest], self.values.shape[0])] = sure[rest] + level
+        if not finest:
+            self.bounds = (new[rest], sure[rest], slope, slack, level)
+        return slope
+
+    def loosen_bounds(self, slope: float) -> None:
+        """The settled points' bounds for a steeper slope: a point whose sign is no longer
+        certain gets the level itself (its cells straddle, so the closure evaluates it)."""
+        if self.bounds is None or slope <= self.bounds[2]:
+            return
+        idx, sure, old, slack, level = self.bounds
+        flat = _flat_index(idx, self.values.shape[0])
+        open_ = ~self.known.view(-1)[flat]  # evaluated since: their values are exact
+        idx, flat = idx[open_], flat[open_]
+        sure = tighten_certificates(sure[open_], idx, slack * (slope - old))
+        self.values.view(-1)[flat] = sure + level
+        self.bounds = (idx, sure, slope, slack, level)
 
     def slope_with(self, idx: torch.Tensor, slope: float) -> float:
         """The slope after evaluating idx: re-measured around those points, or over the whole
@@ -588,12 +618,13 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
         lv.values = upsample_points(lv.values) if lvl + 1 < depth else upsample_signs(lv.values)
         lv.known = upsample_known(lv.known)
         lv.level, lv.stride = lvl + 1, lv.stride // 2
-        if lvl + 1 < depth or margin is None:
+        lv.bounds, lv.slope_floor = None, 0.0
+        if margin is None:
             lv.evaluate(cell_corners(upsample_cells(need)))
         elif int(need.sum()) <= need.numel() * OUTRIGHT_SHARE:
             lv.evaluate_points(children_corners(need, coarse_known))
         else:
-            lv.certify_finest(need, coarse_values - level, coarse_known, slope / 2, margin, level)
+            lv.slope_floor = lv.certify(need, coarse_values - level, coarse_known, slope / 2, margin, level)
     smoothed = smoothing and restrict is None
     if restrict is None or margin is None:
         # finest level: the mesh needs exact values at the corners of the straddling cells (one

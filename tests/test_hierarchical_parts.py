@@ -554,19 +554,87 @@ def test_refine_grid_at_another_level_is_the_decode_of_the_shifted_field(smoothi
             assert bool(known[corners].all())
 
 
-def test_refine_grid_evaluates_whole_cells_above_the_finest_level_and_certifies_at_the_finest():
-    """Above the finest level every point of a refined cell is evaluated (the next level's tests
-    read their values); at the finest level, points whose sign their coarser corners settle are
-    not (they only need a sign)."""
+def test_refine_grid_certifies_inside_refined_cells_and_evaluates_the_crossing_cells():
+    """Inside the refined cells a point whose sign its coarser corners settle is not evaluated,
+    at the finest level (only its sign is read) and above it (its bound keeps it out of the
+    near-zero test); the corners of every cell that straddles 0 at a level are evaluated there."""
     depth = 6
     dense = _dense(_ball, depth)
     _, known, _ = hi.refine_grid(_ball, np.full(3, -1.0), np.full(3, 1.0), depth, coarse_depth=3, smoothing=False)
-    for step, must_all in ((2, True), (1, False)):  # the level above the finest, the finest
+    for step in (2, 1):  # the level above the finest, the finest
+        k = known[::step, ::step, ::step]
+        assert bool(k[hi.cell_corners(hi.straddling_cells(dense[::step, ::step, ::step]))].all()), step
         crossed = hi.straddling_cells(dense[::2 * step, ::2 * step, ::2 * step])  # one level up
         inside = hi.cell_corners(hi.upsample_cells(crossed))
-        k = known[::step, ::step, ::step]
-        assert bool(k[inside].all()) == must_all, step
+        assert not bool(k[inside].all()), step
         assert bool(k[inside].any())
+
+
+def _certified_level(slope, margin=0.9, depth=4):
+    """The ball decoded on [-1, 1]^3 up to level 3 of ``depth``: level 2 evaluated whole, every
+    cell refined, level 3 certified from it. -> (the level, the slope ``certify`` returned)."""
+    g = 2 ** depth + 1
+    axes = [torch.linspace(-1.0, 1.0, g)] * 3
+    lv = hi._Level(_ball, axes, depth, 2, hi.RefineStats(depth, g ** 3), 4096)
+    lv.values, lv.known = torch.zeros(5, 5, 5), torch.zeros(5, 5, 5, dtype=torch.bool)
+    lv.evaluate(torch.ones_like(lv.known))
+    coarse_values, coarse_known = lv.values, lv.known
+    lv.values, lv.known = hi.upsample_points(coarse_values), hi.upsample_known(coarse_known)
+    lv.level, lv.stride = 3, lv.stride // 2
+    used = lv.certify(torch.ones(4, 4, 4, dtype=torch.bool), coarse_values, coarse_known, slope, margin)
+    return lv, used
+
+
+def test_certify_above_the_finest_level_keeps_true_bounds_out_of_the_near_zero_test():
+    """Above the finest level a settled point holds a value of its true sign whose magnitude is a
+    lower bound of |f| and exceeds margin x slope (so it flags no cell on its own); the other points
+    are evaluated; ``bounds`` lists exactly the settled points for ``loosen_bounds``."""
+    margin = 0.9
+    lv, used = _certified_level(0.3, margin)  # the ball's gradient: 0.25 per level-3 step
+    truth = _dense(_ball, 4)[::2, ::2, ::2]
+    settled = ~lv.known
+    assert bool(settled.any()) and bool(lv.known.any()) and used >= 0.3
+    assert torch.equal(lv.values[lv.known], truth[lv.known])
+    v, t = lv.values[settled], truth[settled]
+    assert torch.equal(v > 0, t > 0) and bool((v.abs() <= t.abs()).all())
+    assert bool((v.abs() > margin * used).all())
+    idx, bound, slope, _, level = lv.bounds
+    flat = torch.zeros(9 ** 3, dtype=torch.bool)
+    flat[hi._flat_index(idx, 9)] = True
+    assert torch.equal(flat.view(9, 9, 9), settled) and slope == used and level == 0.0
+    assert torch.equal(lv.values.view(-1)[hi._flat_index(idx, 9)], bound)
+
+
+def test_loosen_bounds_shrinks_the_settled_values_and_opens_the_uncertain_ones():
+    """A steeper slope shrinks every bound still standing by the certificates' growth (a point
+    whose sign is no longer certain gets the level: its cells straddle, the closure evaluates it);
+    points evaluated since keep their exact values; a slope no steeper changes nothing."""
+    lv, used = _certified_level(0.3)
+    idx, bound, _, slack, _ = lv.bounds
+    before = lv.values.clone()
+    lv.loosen_bounds(used)
+    assert torch.equal(lv.values, before)
+    done = idx[:5]  # evaluated since: exact now
+    lv.evaluate_points(done)
+    exact = lv.values.clone()
+    steeper = 1.6 * used
+    lv.loosen_bounds(steeper)
+    want = hi.tighten_certificates(bound[5:], idx[5:], slack * (steeper - used))
+    got = lv.values.view(-1)[hi._flat_index(idx[5:], 9)]
+    assert torch.equal(got, want) and bool((want == 0).any()) and bool((want != 0).any())
+    assert torch.equal(lv.values.view(-1)[hi._flat_index(done, 9)], exact.view(-1)[hi._flat_index(done, 9)])
+    assert lv.bounds[2] == steeper and lv.bounds[0].shape[0] == idx.shape[0] - 5
+
+
+def test_a_closure_never_measures_a_slope_below_the_certificates():
+    """The slope a level's closure works with is at least the one its certificates rest on
+    (``slope_floor``): fewer evaluated points must not make the near-zero test laxer."""
+    lv, used = _certified_level(0.3)
+    measured = hi.gradient_bound(lv.values, lv.known)
+    lv.slope_floor = 10 * max(used, measured)
+    assert lv.close(0, 0.9) == lv.slope_floor
+    lv.slope_floor = 0.0
+    assert lv.close(0, 0.9) >= measured
 
 
 def test_a_finest_level_with_few_refined_cells_evaluates_all_their_childrens_corners(monkeypatch):
