@@ -570,18 +570,19 @@ def test_refine_grid_certifies_inside_refined_cells_and_evaluates_the_crossing_c
         assert bool(k[inside].any())
 
 
-def _certified_level(slope, margin=0.9, depth=4):
-    """The ball decoded on [-1, 1]^3 up to level 3 of ``depth``: level 2 evaluated whole, every
-    cell refined, level 3 certified from it. -> (the level, the slope ``certify`` returned)."""
+def _certified_level(slope, margin=0.9, depth=4, level=0.0):
+    """The ball (shifted by ``level``) decoded on [-1, 1]^3 up to level 3 of ``depth``: level 2
+    evaluated whole, every cell refined, level 3 certified from it at ``level``.
+    -> (the level state, the slope ``certify`` returned)."""
     g = 2 ** depth + 1
     axes = [torch.linspace(-1.0, 1.0, g)] * 3
-    lv = hi._Level(_ball, axes, depth, 2, hi.RefineStats(depth, g ** 3), 4096)
+    lv = hi._Level(lambda p: _ball(p) + level, axes, depth, 2, hi.RefineStats(depth, g ** 3), 4096)
     lv.values, lv.known = torch.zeros(5, 5, 5), torch.zeros(5, 5, 5, dtype=torch.bool)
     lv.evaluate(torch.ones_like(lv.known))
     coarse_values, coarse_known = lv.values, lv.known
     lv.values, lv.known = hi.upsample_points(coarse_values), hi.upsample_known(coarse_known)
     lv.level, lv.stride = 3, lv.stride // 2
-    used = lv.certify(torch.ones(4, 4, 4, dtype=torch.bool), coarse_values, coarse_known, slope, margin)
+    used = lv.certify(torch.ones(4, 4, 4, dtype=torch.bool), coarse_values - level, coarse_known, slope, margin, level)
     return lv, used
 
 
@@ -605,12 +606,14 @@ def test_certify_above_the_finest_level_keeps_true_bounds_out_of_the_near_zero_t
     assert torch.equal(lv.values.view(-1)[hi._flat_index(idx, 9)], bound)
 
 
-def test_loosen_bounds_shrinks_the_settled_values_and_opens_the_uncertain_ones():
+@pytest.mark.parametrize("level", [0.0, 0.25])
+def test_loosen_bounds_shrinks_the_settled_values_and_opens_the_uncertain_ones(level):
     """A steeper slope shrinks every bound still standing by the certificates' growth (a point
     whose sign is no longer certain gets the level: its cells straddle, the closure evaluates it);
     points evaluated since keep their exact values; a slope no steeper changes nothing."""
-    lv, used = _certified_level(0.3)
-    idx, bound, _, slack, _ = lv.bounds
+    lv, used = _certified_level(0.3, level=level)
+    idx, bound, _, slack, at = lv.bounds
+    assert at == level
     before = lv.values.clone()
     lv.loosen_bounds(used)
     assert torch.equal(lv.values, before)
@@ -621,9 +624,22 @@ def test_loosen_bounds_shrinks_the_settled_values_and_opens_the_uncertain_ones()
     lv.loosen_bounds(steeper)
     want = hi.tighten_certificates(bound[5:], idx[5:], slack * (steeper - used))
     got = lv.values.view(-1)[hi._flat_index(idx[5:], 9)]
-    assert torch.equal(got, want) and bool((want == 0).any()) and bool((want != 0).any())
+    assert torch.equal(got, want + level) and bool((want == 0).any()) and bool((want != 0).any())
     assert torch.equal(lv.values.view(-1)[hi._flat_index(done, 9)], exact.view(-1)[hi._flat_index(done, 9)])
     assert lv.bounds[2] == steeper and lv.bounds[0].shape[0] == idx.shape[0] - 5
+
+
+def test_a_closure_that_finds_a_steeper_slope_loosens_the_bounds(monkeypatch):
+    """When new values raise the slope, the closure loosens the settled points' bounds to it
+    before it tests the cells again (stale bounds would hide a zero)."""
+    lv, used = _certified_level(0.3)
+    lv.slope_floor = used
+    monkeypatch.setattr(lv, "slope_with", lambda idx, slope: 2 * slope)
+    seen = []
+    loosen = lv.loosen_bounds
+    monkeypatch.setattr(lv, "loosen_bounds", lambda slope: (seen.append(slope), loosen(slope)))
+    slope = lv.close(0, 0.9)
+    assert seen and seen == sorted(seen) and seen[-1] == slope > used and lv.bounds[2] == slope
 
 
 def test_a_closure_never_measures_a_slope_below_the_certificates():
