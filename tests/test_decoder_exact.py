@@ -91,9 +91,14 @@ FIELDS = [tiny_blobs, flat_blobs, thin_detached, box_edges]
 
 
 @pytest.fixture(scope="module")
-def official_grids():
-    vae = FieldVAE(FIELDS)
-    lat = torch.arange(len(FIELDS), dtype=torch.float32).view(-1, 1, 1)
+def fields():
+    """The analytic fields as a VAE and one latent per field."""
+    return FieldVAE(FIELDS), torch.arange(len(FIELDS), dtype=torch.float32).view(-1, 1, 1)
+
+
+@pytest.fixture(scope="module")
+def official_grids(fields):
+    vae, lat = fields
     return vae, lat, decode_grids(vae, lat, 8, "progressive")
 
 
@@ -124,9 +129,9 @@ PICK = [0, 2, 3]  # tiny_blobs, thin_detached, box_edges (flat_blobs is near 0 e
 
 
 @pytest.fixture(scope="module")
-def fast_stats(official_grids):
-    """The default decoder's per-pass statistics on the PICK fields."""
-    vae, lat, _ = official_grids
+def fast_stats(fields):
+    """The default decoder's per-pass statistics on the PICK fields (no dense decode needed)."""
+    vae, lat = fields
     rec, rough = {}, {}
     decode_grids(vae, lat[PICK], 8, DEFAULT_DECODER, record=rec)
     decode_grids(vae, lat[PICK[1:]], 8, DEFAULT_DECODER, smoothing=False, record=rough)
