@@ -606,6 +606,40 @@ def test_certify_above_the_finest_level_keeps_true_bounds_out_of_the_near_zero_t
     assert torch.equal(lv.values.view(-1)[hi._flat_index(idx, 9)], bound)
 
 
+def test_certify_from_too_small_a_slope_tightens_its_bounds_as_the_slope_grows():
+    """Started from a slope well below the ball's gradient, ``certify`` measures a steeper one on
+    the points it evaluates and tightens the certificates it already gave with it: the values it
+    leaves are still true lower bounds of |f| with the true sign."""
+    lv, used = _certified_level(0.05)
+    truth = _dense(_ball, 4)[::2, ::2, ::2]
+    settled = ~lv.known
+    assert used > 0.2 and bool(settled.any())
+    v, t = lv.values[settled], truth[settled]
+    assert torch.equal(v > 0, t > 0) and bool((v.abs() <= t.abs()).all())
+    assert bool((v.abs() > 0.9 * used).all())
+
+
+def test_a_level_evaluated_outright_after_a_certified_one_starts_afresh(monkeypatch):
+    """A level whose few refined cells are evaluated outright keeps no bounds or slope floor of
+    the certified level above it (they belong to another lattice)."""
+    seen = []
+    close = hi._Level.close
+
+    def spy(self, *args, **kwargs):
+        seen.append((self.level, self.bounds is None, self.slope_floor))
+        return close(self, *args, **kwargs)
+
+    monkeypatch.setattr(hi._Level, "close", spy)
+    small = lambda p: (p - torch.tensor([0.07, -0.11, 0.05])).norm(dim=1) - 0.1
+    for share, outright in ((0.0, False), (0.004, True)):
+        seen.clear()
+        monkeypatch.setattr(hi, "OUTRIGHT_SHARE", share)
+        hi.refine_grid(small, np.full(3, -1.0), np.full(3, 1.0), 8, coarse_depth=5, smoothing=False)
+        levels = {lvl: (none, floor) for lvl, none, floor in seen if lvl in (6, 7)}
+        assert not levels[6][0] and levels[6][1] > 0  # certified
+        assert levels[7] == ((True, 0.0) if outright else levels[7]) and (outright or levels[7][1] > 0)
+
+
 @pytest.mark.parametrize("level", [0.0, 0.25])
 def test_loosen_bounds_shrinks_the_settled_values_and_opens_the_uncertain_ones(level):
     """A steeper slope shrinks every bound still standing by the certificates' growth (a point
