@@ -372,9 +372,9 @@ def smoothed_signs(values: torch.Tensor, known: torch.Tensor, level: float = 0.0
     if idx.shape[0] == 0:
         return may_above, may_below
     sure_above, sure_below = _sure_smoothed_signs(values, known, idx, level)
-    q = (idx[:, 0], idx[:, 1], idx[:, 2])
-    may_above[q] = ~sure_below
-    may_below[q] = ~sure_above
+    flat = _flat_index(idx, values.shape[0])
+    may_above.view(-1)[flat] = ~sure_below
+    may_below.view(-1)[flat] = ~sure_above
     return may_above, may_below
 
 
@@ -450,9 +450,10 @@ class _Level:
                 levels = self.depth - self.first_level + 1
                 self.progress((self.level - self.first_level + min(s + self.chunk, n) / n) / levels)
         v = torch.cat(vals)
-        self.last_old = self.values[idx[:, 0], idx[:, 1], idx[:, 2]]  # interpolated or settled values they replace
-        self.values[idx[:, 0], idx[:, 1], idx[:, 2]] = v
-        self.known[idx[:, 0], idx[:, 1], idx[:, 2]] = True
+        flat = _flat_index(idx, self.values.shape[0])  # one index per point: cheaper than three
+        self.last_old = self.values.view(-1)[flat]  # interpolated or settled values they replace
+        self.values.view(-1)[flat] = v
+        self.known.view(-1)[flat] = True
         self.last_added = idx
         self.stats.points_queried += n
         self.stats.per_level[self.level] = self.stats.per_level.get(self.level, 0) + n
@@ -508,8 +509,7 @@ class _Level:
 
     def signs_changed(self, level: float = 0.0) -> bool:
         """Whether the last evaluated points have another sign than the values they replaced."""
-        i = self.last_added
-        new = self.values[i[:, 0], i[:, 1], i[:, 2]]
+        new = self.values.view(-1)[_flat_index(self.last_added, self.values.shape[0])]
         return bool((torch.sign(new - level) != torch.sign(self.last_old - level)).any())
 
     def certify(self, cells: torch.Tensor, coarse_values: torch.Tensor, coarse_known: torch.Tensor,
