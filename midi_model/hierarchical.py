@@ -424,7 +424,11 @@ class _Level:
         self.values: torch.Tensor | None = None
         self.known: torch.Tensor | None = None
         self.bounds = None  # (idx, bound, slope, slack, level) of the points ``certify`` settled above the finest level
-        self.slope_floor = 0.0  # the slope those certificates rest on: the closure measures no less
+
+    @property
+    def slope_floor(self) -> float:
+        """The slope this level's certificates rest on (0 without any): the closure measures no less."""
+        return self.bounds[2] if self.bounds is not None else 0.0
 
     def evaluate(self, mask: torch.Tensor, offset=None):
         """Query the field at the lattice points in mask (a sub-box starting at offset)
@@ -618,13 +622,13 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
         lv.values = upsample_points(lv.values) if lvl + 1 < depth else upsample_signs(lv.values)
         lv.known = upsample_known(lv.known)
         lv.level, lv.stride = lvl + 1, lv.stride // 2
-        lv.bounds, lv.slope_floor = None, 0.0
+        lv.bounds = None
         if margin is None:
             lv.evaluate(cell_corners(upsample_cells(need)))
         elif int(need.sum()) <= need.numel() * OUTRIGHT_SHARE:
             lv.evaluate_points(children_corners(need, coarse_known))
         else:
-            lv.slope_floor = lv.certify(need, coarse_values - level, coarse_known, slope / 2, margin, level)
+            lv.certify(need, coarse_values - level, coarse_known, slope / 2, margin, level)
     smoothed = smoothing and restrict is None
     if restrict is None or margin is None:
         # finest level: the mesh needs exact values at the corners of the straddling cells (one

@@ -667,7 +667,7 @@ def test_a_closure_that_finds_a_steeper_slope_loosens_the_bounds(monkeypatch):
     """When new values raise the slope, the closure loosens the settled points' bounds to it
     before it tests the cells again (stale bounds would hide a zero)."""
     lv, used = _certified_level(0.3)
-    lv.slope_floor = used
+    assert lv.slope_floor == used
     monkeypatch.setattr(lv, "slope_with", lambda idx, slope: 2 * slope)
     seen = []
     loosen = lv.loosen_bounds
@@ -678,13 +678,16 @@ def test_a_closure_that_finds_a_steeper_slope_loosens_the_bounds(monkeypatch):
 
 def test_a_closure_never_measures_a_slope_below_the_certificates():
     """The slope a level's closure works with is at least the one its certificates rest on
-    (``slope_floor``): fewer evaluated points must not make the near-zero test laxer."""
+    (``slope_floor``, the slope kept with their bounds): fewer evaluated points must not make the
+    near-zero test laxer."""
     lv, used = _certified_level(0.3)
     measured = hi.gradient_bound(lv.values, lv.known)
-    lv.slope_floor = 10 * max(used, measured)
-    assert lv.close(0, 0.9) == lv.slope_floor
-    lv.slope_floor = 0.0
-    assert lv.close(0, 0.9) >= measured
+    assert lv.slope_floor == used
+    steep = 10 * max(used, measured)
+    lv.bounds = lv.bounds[:2] + (steep,) + lv.bounds[3:]
+    assert lv.slope_floor == steep and lv.close(0, 0.9) == steep
+    lv.bounds = None
+    assert lv.slope_floor == 0.0 and lv.close(0, 0.9) >= measured
 
 
 def test_a_finest_level_with_few_refined_cells_evaluates_all_their_childrens_corners(monkeypatch):
