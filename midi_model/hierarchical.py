@@ -478,12 +478,10 @@ class _Level:
             need &= restrict(self)[tuple(slice(int(a), int(b) - 1) for a, b in zip(*box))]
         return need
 
-    def close(self, band: int, margin: float | None, restrict=None, level: float = 0.0,
-              rounds: int | None = None) -> float:
+    def close(self, band: int, margin: float | None, restrict=None, level: float = 0.0) -> float:
         """Evaluate the corners of every flagged cell until no new cell gets flagged
         (new values can reveal new straddling cells: a surface leaving the refined
-        region, a thin part), or for at most ``rounds`` rounds (a later closure goes on).
-        The slope is re-measured as values come in; when it grows every cell is checked
+        region, a thin part). The slope is re-measured as values come in; when it grows every cell is checked
         again, otherwise only the box around the points just added can change.
         -> the slope of this level."""
         m = self.values.shape[0]
@@ -498,10 +496,6 @@ class _Level:
             self.stats.closure_rounds += 1
             if margin is None and not self.signs_changed(level):
                 return slope  # straddling (and restrict) depend on signs only: nothing new can be flagged
-            if rounds is not None:
-                rounds -= 1
-                if rounds <= 0:
-                    return slope
             new_slope = self.slope_with(self.last_added, slope) if margin is not None else slope
             if new_slope > slope:
                 slope, box = new_slope, full
@@ -568,22 +562,33 @@ class _Level:
         return max(slope, gradient_bound_near(self.values, self.known, idx))
 
     def close_smoothed(self, level: float = 0.0) -> None:
-        """Finest level, smoothing next: marching cubes reads the smoothed values at the
-        corners of the cells whose smoothed corners straddle the level, so evaluate the
-        raw values their 3x3x3 means read, around every cell that may straddle (a point
-        of unsure smoothed sign makes its cells "may straddle"); repeat while new values
-        change a sign. (Exact values of the signs they replace only add known terms of
-        the sign the bounds already assumed: a sure smoothed sign stays sure, so no cell
-        starts to straddle.)"""
+        """Finest level, smoothing next. First the corners of the cells that straddle the level
+        (as ``close``). Then marching cubes reads the smoothed values at the corners of the
+        cells whose smoothed corners straddle the level, so evaluate the raw values their
+        3x3x3 means read, around every cell that may straddle (a point of unsure smoothed sign
+        makes its cells "may straddle"), and the corners of the raw straddling cells again;
+        repeat while new values change a sign. (Exact values of the signs they replace only
+        add known terms of the sign the bounds already assumed: a sure smoothed sign stays
+        sure, so no cell starts to straddle.) A round that changes no sign leaves the raw
+        straddling cells as they were, their corners known: the next round reuses them."""
+        raw = straddling_cells(self.values, level)
+        added = self.evaluate(cell_corners(raw))
+        if added is not None:
+            self.stats.closure_rounds += 1
+        fresh = added is None or not self.signs_changed(level)
         while True:
-            raw = cell_any(self.values <= level) & cell_any(self.values >= level)
+            if not fresh:
+                raw = straddling_cells(self.values, level)
             above, below = smoothed_signs(self.values, self.known, level)
-            pts = dilate(cell_corners(cell_any(above) & cell_any(below)), 1) | cell_corners(raw)
+            pts = dilate(cell_corners(cell_any(above) & cell_any(below)), 1)
+            if not fresh:
+                pts |= cell_corners(raw)
             if self.evaluate(pts) is None:
                 return
             self.stats.closure_rounds += 1
             if not self.signs_changed(level):
                 return
+            fresh = False
 
 
 def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAULT_COARSE_DEPTH,
@@ -629,15 +634,14 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
             lv.evaluate_points(children_corners(need, coarse_known))
         else:
             lv.certify(need, coarse_values - level, coarse_known, slope / 2, margin, level)
-    smoothed = smoothing and restrict is None
-    if restrict is None or margin is None:
-        # finest level: the mesh needs exact values at the corners of the straddling cells (one
-        # round when smoothing follows: its closure evaluates those corners too, until stable)
-        lv.close(0, None, restrict=restrict, level=level, rounds=1 if smoothed else None)
+    if smoothing and restrict is None:
+        # finest level: the corners of the straddling cells, then what the smoothing reads
+        lv.close_smoothed(level)
+    elif restrict is None or margin is None:
+        # the mesh needs exact values at the corners of the straddling cells
+        lv.close(0, None, restrict=restrict, level=level)
     # (a restricted pass with the near-zero test wants signs only, and every point it may
     # need is evaluated or settled by now)
-    if smoothed:
-        lv.close_smoothed(level)
     return lv.values, lv.known, stats
 
 

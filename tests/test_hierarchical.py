@@ -192,7 +192,9 @@ def test_surface_tracing_alone_follows_a_finger_the_lattice_never_sees(smoothing
     """margin=None (no near-zero test): only the closure at the finest level finds a finger
     0.6 voxel in radius whose axis runs between the coarser lattice points, by evaluating the
     corners of the cells it crosses, again and again along its length. With smoothing the
-    straddle closure runs one round and the smoothing closure follows the rest of the finger."""
+    smoothing closure's first round evaluates the corners of the cells straddling then; their
+    values change signs, so the later rounds find the straddling cells again and follow the rest
+    of the finger (reusing the first round's cells would stop short of its end)."""
     depth, field = 6, finger_field
     dense = dense_values(field, BBOX_MIN, BBOX_MAX, depth)
     finger_points = int((dense[44:, 33, 33] <= 0).sum())  # beyond the sphere
@@ -202,23 +204,6 @@ def test_surface_tracing_alone_follows_a_finger_the_lattice_never_sees(smoothing
     assert st.closure_rounds > 2  # one round per few voxels of finger
     size = BBOX_MAX - BBOX_MIN
     assert_same_mesh(mesh(dense, BBOX_MIN, size, smoothing), mesh(grid, BBOX_MIN, size, smoothing))
-
-
-def test_a_straddle_closure_of_one_round_leaves_the_rest_to_a_later_closure():
-    """close(rounds=1) evaluates the corners of the cells straddling now and stops (with smoothing
-    the smoothing closure goes on); without a limit it follows the finger to its end."""
-    depth, field = 6, finger_field
-    dense = dense_values(field, BBOX_MIN, BBOX_MAX, depth)
-    finals = {}
-    for rounds in (1, None):
-        lv = finest_level_from_coarse(field, dense, depth, hi.upsample_signs)
-        lv.close(0, None, rounds=rounds)
-        finals[rounds] = lv
-    one, full = finals[1], finals[None]
-    assert one.stats.closure_rounds == 1 < full.stats.closure_rounds
-    assert torch.equal(full.values <= 0, dense <= 0)
-    assert bool(full.known[hi.cell_corners(hi.straddling_cells(dense))].all())
-    assert not bool(one.known[hi.cell_corners(hi.straddling_cells(dense))].all())
 
 
 def test_smoothing_closure_goes_on_when_a_new_value_changes_sign():
