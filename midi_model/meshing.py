@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cpu_streams import map_blocks
 from .hierarchical import straddling_cells
 
 BBOX_MIN = np.array([-1.005, -1.005, -1.005])
@@ -116,7 +117,10 @@ def _field_queries(vae, latents: torch.Tensor, chunk: int):
     def make(i):
         def query(points: torch.Tensor) -> torch.Tensor:
             pts = points.to(p.device, p.dtype)[None]
-            out = [_tiled_query(vae, context[i:i + 1], pts[:, s:s + chunk]) for s in range(0, pts.shape[1], chunk)]
+            blocks = [pts[:, s:s + chunk] for s in range(0, pts.shape[1], chunk)]
+            # on the CPU the blocks run in single-threaded streams (cpu_streams: no waits between threads)
+            streams = None if p.device.type == "cpu" else 1
+            out = map_blocks(lambda b: _tiled_query(vae, context[i:i + 1], b), blocks, streams)
             return torch.cat(out, dim=1)[0, :, 0].float()
         return query
     return [make(i) for i in range(latents.shape[0])]

@@ -20,6 +20,24 @@ def test_bench_run_reports_both_paths_and_the_median_of_repeated_fast_runs(capsy
     assert '"fast_runs_total_s"' in capsys.readouterr().out
 
 
+def test_bench_query_time_is_wall_time_with_parallel_query_streams():
+    """On two threads the fast path's CPU queries run in two streams at once: the bench counts the
+    wall time while any runs, not the sum of the queries' times (which could exceed the decode)."""
+    import torch
+
+    from bench import run
+
+    before = torch.get_num_threads()
+    try:
+        res = run.main(["--preset", "tiny", "--instances", "1", "--steps", "1", "--depth", "6", "--device", "cpu",
+                        "--exact", "skip", "--threads", "2"])
+    finally:
+        torch.set_num_threads(before)
+    stage = res["stages"]["fast_decode"]
+    assert res["threads"] == 2
+    assert 0 < stage["queries_s"] <= stage["grids_s"]
+
+
 def test_bench_run_refuses_no_runs():
     from bench import run
 

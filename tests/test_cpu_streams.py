@@ -1,0 +1,108 @@
+"""cpu_streams.map_blocks: the blocks' results in order, each block on one torch thread, errors
+raised once every stream has stopped, and the caller's thread settings left as they were."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from midi_model import cpu_streams
+from midi_model.cpu_streams import map_blocks
+
+
+@pytest.fixture
+def two_threads():
+    """The suite runs on one torch thread; streams need the caller to have more."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_results_come_back_in_block_order_from_one_thread_per_stream(two_threads):
+    seen = []
+
+    def fn(b):
+        seen.append((threading.get_ident(), torch.get_num_threads(), torch.is_grad_enabled()))
+        time.sleep(0.01)  # both streams get blocks
+        return b * 10
+
+    assert map_blocks(fn, list(range(7))) == [0, 10, 20, 30, 40, 50, 60]
+    assert len({t for t, _, _ in seen}) == 2  # two streams, none of them the caller
+    assert threading.get_ident() not in {t for t, _, _ in seen}
+    assert {n for _, n, _ in seen} == {1} and not any(g for _, _, g in seen)
+    assert torch.get_num_threads() == 2
+
+
+def test_one_thread_or_one_block_runs_in_the_caller_in_order():
+    me = threading.get_ident()
+    calls = []
+    assert torch.get_num_threads() == 1
+    assert map_blocks(lambda b: calls.append(threading.get_ident()) or b + 1, [1, 2, 3]) == [2, 3, 4]
+    assert map_blocks(lambda b: calls.append(threading.get_ident()) or b, [5], streams=4) == [5]
+    assert calls == [me] * 4
+
+
+def test_an_error_stops_the_other_streams_and_is_raised_after_they_stop(two_threads):
+    started, finished = [], []
+
+    def fn(b):
+        started.append(b)
+        if b == 2:
+            raise torch.OutOfMemoryError("out of memory")
+        time.sleep(0.05)
+        finished.append(b)
+        return b
+
+    with pytest.raises(torch.OutOfMemoryError):
+        map_blocks(fn, list(range(20)))
+    assert 2 in started and len(started) < 20  # the streams took no new block after the error
+    time.sleep(0.2)
+    assert len(finished) == len(started) - 1  # nothing still running after the raise
+    assert torch.get_num_threads() == 2
+
+
+def test_a_new_thread_starts_from_the_callers_thread_count(two_threads):
+    map_blocks(lambda b: b, [1, 2, 3, 4])
+    got = []
+    t = threading.Thread(target=lambda: got.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert got == [2]
+
+
+def test_the_pool_grows_for_more_streams(two_threads):
+    map_blocks(lambda b: b, [1, 2])
+    size = cpu_streams._pool_size
+    assert size >= 2
+    assert map_blocks(lambda b: b, list(range(6)), streams=size + 1) == list(range(6))
+    assert cpu_streams._pool_size == size + 1
+
+
+def test_streamed_queries_equal_the_blocks_run_one_after_another_bit_for_bit(two_threads, golden_pipe, golden):
+    """The coarse-to-fine decoders' CPU queries, blocks of 4,096 points in single-threaded streams,
+    give the values the same blocks give one after another on the caller's two threads. (Against
+    the official chunks: test_decoder_exact, on one thread. On two, the official 50,000-point
+    chunk itself rounds a row or so at the threads' split differently: a few ulp, before and
+    after streams.)"""
+    from midi_model import meshing
+    from midi_model.meshing import BBOX_MAX, BBOX_MIN, grid_points
+
+    vae = golden_pipe.vae
+    lat = torch.from_numpy(golden["final_latents"])[:1]
+    pts = torch.from_numpy(grid_points(BBOX_MIN, BBOX_MAX, 5)[0])  # 35,937 points: 9 blocks
+    threads = []
+    real = vae.query
+    vae.query = lambda ctx, p: threads.append(threading.get_ident()) or real(ctx, p)
+    try:
+        query = meshing._field_queries(vae, lat, 50_000)[0]
+        streamed = query(pts)
+        assert len(set(threads)) == 2 and threading.get_ident() not in threads
+        one_by_one = torch.cat([query(pts[s:s + meshing.CPU_QUERY_BLOCK])
+                                for s in range(0, pts.shape[0], meshing.CPU_QUERY_BLOCK)])
+    finally:
+        del vae.query
+    assert threads[-1] == threading.get_ident()  # a single block runs in the caller, on its two threads
+    assert torch.equal(streamed, one_by_one)
