@@ -261,8 +261,6 @@ def _crossing_cells_mask(grid: np.ndarray, level: float) -> np.ndarray:
 
 def grids_to_meshes(grids, smoothing: bool = True, record=None):
     """[(grid, bbox_min, bbox_size)] -> list of trimesh.Trimesh (empty mesh if no surface)."""
-    import trimesh
-
     meshes = []
     for i, (grid, lo, size) in enumerate(grids):
         g = box_smooth(grid.float()) if smoothing else grid.float()
@@ -271,9 +269,54 @@ def grids_to_meshes(grids, smoothing: bool = True, record=None):
         v, f = marching_cubes(g.cpu().numpy(), lo, size)
         if record is not None:
             record[f"mesh{i}_vertices"], record[f"mesh{i}_faces"] = v, f
-        # trimesh's default processing, as the official script builds its meshes: vertices that
-        # coincide (marching cubes makes some where a grid value is exactly 0) are merged
-        meshes.append(trimesh.Trimesh(v, f))
+        meshes.append(processed_trimesh(v, f))
     if record is not None and "_smoothed" in record:
         record["smoothed_grid"] = torch.stack(record.pop("_smoothed"))
     return meshes
+
+
+def processed_trimesh(vertices: np.ndarray, faces: np.ndarray):
+    """The mesh ``trimesh.Trimesh(vertices, faces)`` gives with trimesh's default processing, as
+    the official script builds its meshes: vertices equal once rounded to trimesh's merge
+    precision are merged into the first of them (marching cubes makes a few where a grid value
+    is exactly the level), in the order of their first use. Computed here with one sort of the
+    rounded coordinates (~4x faster than trimesh's own pass at 200k vertices; the tests hold
+    it to trimesh's result); meshes this does not cover (non-finite or unused vertices) go
+    through trimesh itself."""
+    import trimesh
+
+    v = np.asarray(vertices, np.float64)  # what trimesh stores and rounds
+    f = np.asarray(faces, np.int64)
+    merged = _merge_rounded_vertices(v, f, trimesh.util.decimal_to_digits(trimesh.tol.merge))
+    if merged is None:
+        return trimesh.Trimesh(vertices, faces)
+    keep, inverse = merged
+    mesh = trimesh.Trimesh(v[keep], inverse[f], process=False)
+    mesh.metadata["processed"] = True  # as trimesh's processing marks it
+    return mesh
+
+
+def _merge_rounded_vertices(v: np.ndarray, f: np.ndarray, digits: int):
+    """-> (indices of the vertices kept, in order; index of its kept vertex for every vertex), or
+    None when the mesh is empty, has a non-finite or unused vertex, or coordinates too large to
+    pack 28 bits each."""
+    if len(f) == 0 or not np.isfinite(v).all():
+        return None
+    used = np.zeros(len(v), bool)
+    used[f] = True
+    if not used.all():
+        return None
+    q = (v * 10 ** digits).round().astype(np.int64)
+    if np.abs(q).max() >= 2 ** 27:
+        return None
+    xy = (q[:, 0] + 2 ** 27) << 28 | (q[:, 1] + 2 ** 27)
+    order = np.lexsort((q[:, 2], xy))  # stable: equal rows in index order, the first one first
+    xy, z = xy[order], q[order, 2]
+    starts = np.ones(len(v), bool)
+    starts[1:] = (xy[1:] != xy[:-1]) | (z[1:] != z[:-1])
+    group = np.cumsum(starts) - 1
+    first = np.empty(len(v), np.int64)
+    first[order] = order[starts][group]  # every vertex -> the first vertex with its rounded position
+    keep = first == np.arange(len(v))
+    rank = np.cumsum(keep) - 1
+    return np.flatnonzero(keep), rank[first]

@@ -127,6 +127,69 @@ def test_meshes_merge_coinciding_vertices_as_the_official_trimesh_call():
             np.testing.assert_array_equal(got.vertices, v)
 
 
+def _same_as_trimesh(v, f):
+    import trimesh
+
+    from midi_model.meshing import processed_trimesh
+
+    official = trimesh.Trimesh(v, f)
+    got = processed_trimesh(v, f)
+    np.testing.assert_array_equal(got.vertices, official.vertices)
+    np.testing.assert_array_equal(got.faces, official.faces)
+    assert got.vertices.dtype == official.vertices.dtype and got.faces.dtype == official.faces.dtype
+    return got
+
+
+def test_processed_trimesh_merges_at_trimeshs_precision_into_the_first_vertex():
+    """Vertices 4e-9 apart round to one position at trimesh's merge precision (1e-8) and are
+    merged into the first of them; 2e-8 apart they stay apart. Later vertices keep their order
+    and faces point at the kept ones, as trimesh.Trimesh(v, f) does."""
+    v = np.array([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5], [0.1 + 4e-9, 0.2, 0.3], [0.9, 0.1, 0.4],
+                  [0.5, 0.5, 0.5 + 2e-8], [0.5, 0.5, 0.5], [-0.7, 0.2, -0.1],
+                  [0.123456784, 0.0, 0.0], [0.123456786, 0.0, 0.0]], np.float64)  # 2e-9 apart, rounded apart
+    f = np.array([[2, 3, 4], [5, 6, 0], [1, 2, 6], [0, 1, 3], [7, 8, 0]])
+    got = _same_as_trimesh(v, f)
+    assert len(got.vertices) == 7  # 2 -> 0 and 5 -> 1 merged; 4 kept, and 8 beside 7
+    np.testing.assert_array_equal(got.faces[0], [0, 2, 3])
+
+
+def test_processed_trimesh_equals_trimesh_on_marching_cubes_meshes_with_and_without_merges():
+    from midi_model.meshing import marching_cubes
+
+    ax = torch.arange(17, dtype=torch.float32) - 8
+    X, Y, Z = torch.meshgrid(ax, ax, ax, indexing="ij")
+    cube = torch.maximum(torch.maximum(X.abs(), Y.abs()), Z.abs()) - 4  # exact zeros: coinciding vertices
+    ball = (X ** 2 + Y ** 2 + Z ** 2).sqrt() - 4.3
+    for grid, merges in ((cube, True), (ball, False)):
+        v, f = marching_cubes(grid.numpy(), np.full(3, -1.005), np.full(3, 2.01))
+        assert (len(_same_as_trimesh(v, f).vertices) < len(v)) == merges
+
+
+def test_processed_trimesh_leaves_unused_non_finite_far_and_empty_meshes_to_trimesh(monkeypatch):
+    import trimesh
+
+    from midi_model import meshing
+
+    calls = []
+    real = trimesh.Trimesh
+    monkeypatch.setattr(trimesh, "Trimesh", lambda *a, **k: calls.append(k.get("process", True)) or real(*a, **k))
+    f = np.array([[0, 1, 2]])
+    unused = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 1]])
+    nan = np.array([[0.0, 0, 0], [1, 0, 0], [np.nan, 1, 0]])
+    # beyond +-1.342 a coordinate needs more than the 28 bits packed per axis: these two would share a key
+    far = np.array([[-1.34217728, 1.34217728, 0.0], [-1.34217727, -1.34217728, 0.0], [0.0, 0.0, 1.0]])
+    for v, faces in ((unused, f), (nan, f), (far, f), (np.zeros((0, 3)), np.zeros((0, 3), np.int64))):
+        calls.clear()
+        got = meshing.processed_trimesh(v, faces)
+        assert calls == [True]  # trimesh's own processing
+        official = real(v, faces)
+        np.testing.assert_array_equal(got.vertices, official.vertices)
+        np.testing.assert_array_equal(got.faces, official.faces)
+    calls.clear()
+    meshing.processed_trimesh(unused[:3], f)
+    assert calls == [False]
+
+
 def test_meshes_are_smoothed_by_default():
     from midi_model.meshing import grids_to_meshes
 
