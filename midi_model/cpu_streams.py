@@ -4,10 +4,11 @@ PyTorch splits every CPU operation over its intra-op threads, and the threads wa
 each other at the end of each one. The VAE's point queries are many small operations
 (a block of 4,096 points is ~20 of them), so on a few cores much of the time goes to those
 waits. Blocks of points are independent: giving each of N streams (N = the caller's thread
-count) its own share of the blocks, one thread each, keeps every core busy without waits.
-A block's values do not depend on the thread count (matrix kernels split the work, not the
-sums: checked bit for bit against the official chunks in the tests), so neither do the
-results.
+count) its own share of the blocks, one thread each, keeps every core busy without waits,
+and a core taken by another process slows one stream instead of every operation.
+A block's values here are the same on one thread as on two, bit for bit
+(tests/test_cpu_streams.py); the math libraries do not promise that on every CPU, and a
+difference there would be float32 rounding of single values.
 """
 from __future__ import annotations
 
