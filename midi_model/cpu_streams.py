@@ -63,6 +63,7 @@ def map_blocks(fn, blocks: list, streams: int | None = None) -> list:
     futures = [pool.submit(stream, j) for j in range(streams)]
     wait(futures)
     for f in futures:
-        if f.exception() is not None:
-            raise f.exception()
+        error = f.exception()
+        if error is not None:
+            raise error
     return out

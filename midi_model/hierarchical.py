@@ -573,19 +573,16 @@ class _Level:
         repeat while new values change a sign. (Exact values of the signs they replace only
         add known terms of the sign the bounds already assumed: a sure smoothed sign stays
         sure, so no cell starts to straddle.) A round that changes no sign leaves the raw
-        straddling cells as they were, their corners known: the next round reuses them."""
-        raw = straddling_cells(self.values, level)
-        added = self.evaluate(cell_corners(raw))
+        straddling cells as they were, their corners known: the next round skips them."""
+        added = self.evaluate(cell_corners(straddling_cells(self.values, level)))
         if added is not None:
             self.stats.closure_rounds += 1
         fresh = added is None or not self.signs_changed(level)
         while True:
-            if not fresh:
-                raw = straddling_cells(self.values, level)
             above, below = smoothed_signs(self.values, self.known, level)
             pts = dilate(cell_corners(cell_any(above) & cell_any(below)), 1)
             if not fresh:
-                pts |= cell_corners(raw)
+                pts |= cell_corners(straddling_cells(self.values, level))
             if self.evaluate(pts) is None:
                 return
             self.stats.closure_rounds += 1

@@ -111,6 +111,8 @@ def _field_queries(vae, latents: torch.Tensor, chunk: int):
     ``chunk``: whole tiles (``whole_tiles``), so a padded block never exceeds it."""
     p = next(vae.parameters())
     context = vae.latent_context(latents.to(p.device, p.dtype))
+    # on the CPU the blocks run in single-threaded streams (cpu_streams: no waits between threads)
+    streams = None if p.device.type == "cpu" else 1
     if p.device.type == "cpu":
         chunk = min(chunk, CPU_QUERY_BLOCK)
 
@@ -118,8 +120,6 @@ def _field_queries(vae, latents: torch.Tensor, chunk: int):
         def query(points: torch.Tensor) -> torch.Tensor:
             pts = points.to(p.device, p.dtype)[None]
             blocks = [pts[:, s:s + chunk] for s in range(0, pts.shape[1], chunk)]
-            # on the CPU the blocks run in single-threaded streams (cpu_streams: no waits between threads)
-            streams = None if p.device.type == "cpu" else 1
             out = map_blocks(lambda b: _tiled_query(vae, context[i:i + 1], b), blocks, streams)
             return torch.cat(out, dim=1)[0, :, 0].float()
         return query
