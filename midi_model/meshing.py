@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cpu_streams import map_blocks
+from .cpu_streams import even_bounds, map_blocks, stream_count
 from .hierarchical import straddling_cells
 
 BBOX_MIN = np.array([-1.005, -1.005, -1.005])
@@ -112,14 +112,14 @@ def _field_queries(vae, latents: torch.Tensor, chunk: int):
     p = next(vae.parameters())
     context = vae.latent_context(latents.to(p.device, p.dtype))
     # on the CPU the blocks run in single-threaded streams (cpu_streams: no waits between threads)
-    streams = None if p.device.type == "cpu" else 1
+    streams = stream_count() if p.device.type == "cpu" else 1
     if p.device.type == "cpu":
         chunk = min(chunk, CPU_QUERY_BLOCK)
 
     def make(i):
         def query(points: torch.Tensor) -> torch.Tensor:
             pts = points.to(p.device, p.dtype)[None]
-            blocks = [pts[:, s:s + chunk] for s in range(0, pts.shape[1], chunk)]
+            blocks = [pts[:, a:b] for a, b in even_bounds(pts.shape[1], chunk, streams, QUERY_ROW_MULTIPLE)]
             out = map_blocks(lambda b: _tiled_query(vae, context[i:i + 1], b), blocks, streams)
             return torch.cat(out, dim=1)[0, :, 0].float()
         return query

@@ -90,8 +90,8 @@ def test_the_pool_grows_for_more_streams(two_threads):
 
 
 def test_streamed_queries_equal_the_blocks_run_one_after_another_bit_for_bit(two_threads, golden_pipe, golden):
-    """The coarse-to-fine decoders' CPU queries, blocks of 4,096 points in single-threaded streams,
-    give the values the same blocks give one after another on the caller's two threads. (Against
+    """The coarse-to-fine decoders' CPU queries, blocks of at most 4,096 points in single-threaded
+    streams, give the values blocks of 4,096 give one after another on the caller's two threads. (Against
     the official chunks: test_decoder_exact, on one thread. On two, the official 50,000-point
     chunk itself rounds a row or so at the threads' split differently: a few ulp, before and
     after streams.)"""
@@ -108,9 +108,37 @@ def test_streamed_queries_equal_the_blocks_run_one_after_another_bit_for_bit(two
         query = meshing._field_queries(vae, lat, 50_000)[0]
         streamed = query(pts)
         assert len(set(threads)) == 2 and threading.get_ident() not in threads
-        one_by_one = torch.cat([query(pts[s:s + meshing.CPU_QUERY_BLOCK])
-                                for s in range(0, pts.shape[0], meshing.CPU_QUERY_BLOCK)])
+        context = vae.latent_context(lat)
+        one_by_one = torch.cat([meshing._tiled_query(vae, context, pts[None, s:s + meshing.CPU_QUERY_BLOCK])
+                                for s in range(0, pts.shape[0], meshing.CPU_QUERY_BLOCK)], dim=1)[0, :, 0]
     finally:
         del vae.query
-    assert threads[-1] == threading.get_ident()  # a single block runs in the caller, on its two threads
+    assert threads[-1] == threading.get_ident() and torch.get_num_threads() == 2  # in the caller, two threads
     assert torch.equal(streamed, one_by_one)
+
+
+def test_a_free_stream_takes_the_next_block(two_threads):
+    """A stream held up by a slow block (another process on its core) leaves the other blocks to
+    the free stream, instead of a fixed share each."""
+    ran = {}
+
+    def fn(b):
+        ran[b] = threading.get_ident()
+        time.sleep(0.4 if b == 0 else 0.01)
+        return b
+
+    assert map_blocks(fn, list(range(10))) == list(range(10))
+    assert [b for b, t in ran.items() if t == ran[0]] == [0]
+
+
+@pytest.mark.parametrize("n, most, streams, multiple, expected", [
+    (50_000, 4096, 2, 16, [(s, s + 3584) for s in range(0, 13 * 3584, 3584)] + [(46_592, 50_000)]),
+    (8192, 4096, 2, 16, [(0, 4096), (4096, 8192)]),
+    (8193, 4096, 2, 16, [(0, 2064), (2064, 4128), (4128, 6192), (6192, 8193)]),
+    (100, 4096, 2, 16, [(0, 64), (64, 100)]),  # one block's worth, still one per stream
+    (20, 4096, 2, 16, [(0, 20)]),  # under two tiles: one block
+    (60_000, 50_000, 1, 16, [(0, 30_000), (30_000, 60_000)]),
+    (0, 4096, 2, 16, []),
+])
+def test_even_bounds_give_every_stream_the_same_work(n, most, streams, multiple, expected):
+    assert cpu_streams.even_bounds(n, most, streams, multiple) == expected

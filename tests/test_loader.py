@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from midi_model.errors import MIDILoadError
-from midi_model.meshing import CPU_QUERY_BLOCK
+from midi_model import meshing
 from midi_model.pipeline import MIDIPipeline
 from midi_model.testing import write_random_checkpoint
 
@@ -232,15 +232,15 @@ def test_decode_out_of_memory_retries_with_smaller_chunks(decoder, golden_pipe, 
         return query(context, points)
 
     monkeypatch.setattr(golden_pipe.vae, "query", small_only)
+    # as on a GPU: the chunk sets the query size (the CPU's cap would keep every block small already)
+    monkeypatch.setattr(meshing, "CPU_QUERY_BLOCK", 1 << 20)
     with caplog.at_level("WARNING", logger="midi_model.pipeline"):
         meshes = golden_pipe.decode(lat, octree_depth=5, decoder=decoder, chunk=48_000)
     assert [r.getMessage() for r in caplog.records] == [
         "decode: out of GPU memory, retrying with 12000 grid points per chunk",
         "decode: out of GPU memory, retrying with 3000 grid points per chunk"]
-    # the second try asked for at most 12000 points at a time (on the CPU the coarse-to-fine decoders
-    # query in blocks of at most meshing.CPU_QUERY_BLOCK), the third ran in chunks of 3000
-    second = 12_000 if decoder == "progressive" else min(12_000, CPU_QUERY_BLOCK)
-    assert len(raised) == 2 and 3000 < sizes[raised[1] - 1] <= second
+    # the second try asked for at most 12000 points at a time, the third ran in chunks of 3000
+    assert len(raised) == 2 and 3000 < sizes[raised[1] - 1] <= 12_000
     assert max(sizes[raised[1]:]) <= 3000
     for a, b in zip(meshes, expected):
         np.testing.assert_array_equal(a.faces, b.faces)
