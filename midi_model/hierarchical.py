@@ -84,6 +84,43 @@ class RefineStats:
 
 # ---- separable morphology on (m,m,m) arrays -------------------------------------------
 
+# torch's CPU nonzero makes two passes over the whole mask (~30 ms at 257^3 whatever it finds),
+# numpy's skips empty stretches a word at a time: 2-4x faster on the sparse masks the levels
+# make (shells around a surface). Masks denser than this share stay with torch.
+SPARSE_SHARE = 1 / 20
+
+
+def mask_points(mask: torch.Tensor) -> torch.Tensor:
+    """``mask.nonzero()``: the (k,3) int64 indices of the True points, in flat order."""
+    if mask.device.type != "cpu" or mask.numel() < 1 << 18:
+        return mask.nonzero()
+    flat = mask.numpy().reshape(-1)
+    if np.count_nonzero(flat) > flat.size * SPARSE_SHARE:
+        return mask.nonzero()
+    f = torch.from_numpy(np.flatnonzero(flat)).double()
+    # index -> coordinates in float64: exact (a quotient of integers below 2^53 rounds to the
+    # integer itself or stays 1/(n*n) away from the next one), and vectorised, unlike int64 division
+    _, n1, n2 = mask.shape
+    out = torch.empty((f.shape[0], 3), dtype=torch.float64)
+    torch.div(f, n1 * n2, out=out[:, 0]).floor_()
+    f.sub_(out[:, 0] * (n1 * n2))
+    torch.div(f, n2, out=out[:, 1]).floor_()
+    torch.sub(f, out[:, 1] * n2, out=out[:, 2])
+    return out.long()
+
+
+_NUMPY_COMPARE = {"<=": np.less_equal, ">=": np.greater_equal, ">": np.greater}
+
+
+def compare(a: torch.Tensor, op: str, level: float) -> torch.Tensor:
+    """``a <= level`` (op "<="), ``a >= level`` or ``a > level`` as a bool tensor. On the CPU
+    numpy's vectorised comparison, about twice as fast as torch's on the lattices here."""
+    if a.device.type != "cpu" or a.numel() < 1 << 16:
+        return {"<=": a.__le__, ">=": a.__ge__, ">": a.__gt__}[op](level)
+    x = a.numpy()
+    return torch.from_numpy(_NUMPY_COMPARE[op](x, np.asarray(level, dtype=x.dtype)))  # level in a's dtype, as torch
+
+
 def _along(x: torch.Tensor, axis: int, start: int, stop: int | None) -> torch.Tensor:
     idx = [slice(None)] * 3
     idx[axis] = slice(start, stop)
@@ -93,7 +130,7 @@ def _along(x: torch.Tensor, axis: int, start: int, stop: int | None) -> torch.Te
 def straddling_cells(a: torch.Tensor, level: float = 0.0) -> torch.Tensor:
     """Cells with a corner <= level and a corner >= level: the only cells where
     marching cubes can put a triangle (ties count, to stay on the safe side)."""
-    return cell_any(a <= level) & cell_any(a >= level)
+    return cell_any(compare(a, "<=", level)) & cell_any(compare(a, ">=", level))
 
 
 def dilate(mask: torch.Tensor, r: int) -> torch.Tensor:
@@ -172,7 +209,7 @@ def near_zero_cells(a: torch.Tensor, threshold: float, level: float = 0.0) -> to
     d = (a - level).abs()
     for ax in range(3):
         d = torch.minimum(_along(d, ax, 0, -1), _along(d, ax, 1, None))
-    return d <= threshold
+    return compare(d, "<=", threshold)
 
 
 def gradient_bound(values: torch.Tensor, known: torch.Tensor) -> float:
@@ -183,7 +220,7 @@ def gradient_bound(values: torch.Tensor, known: torch.Tensor) -> float:
     ok &= known[:-1, 1:, :-1]
     ok &= known[:-1, :-1, 1:]
     # the stencils at the evaluated points only: a few % of a fine lattice
-    return _stencil_max(values, _flat_index(ok.nonzero(), values.shape[0]))
+    return _stencil_max(values, _flat_index(mask_points(ok), values.shape[0]))
 
 
 def _stencil_max(values: torch.Tensor, base: torch.Tensor) -> float:
@@ -249,12 +286,12 @@ def certified_children(values: torch.Tensor, known: torch.Tensor, cells: torch.T
     time on this lattice's arrays (no (2m-1)^3 mask, no index arithmetic per point).
     -> (idx (P,3) on the finer lattice, bound (P,)); points of this lattice come first (bound 0)."""
     m = values.shape[0]
-    even = (cell_corners(cells) & ~known).nonzero()
+    even = mask_points(cell_corners(cells) & ~known)
     idxs, sures = [even * 2], [torch.zeros(even.shape[0], dtype=values.dtype, device=values.device)]
     for par, tables in _corner_tables(values, known):
         # a finer point with these odd axes lies inside the cell below it along an odd axis and
         # on the face between two cells along an even one: the corners along the even axes only
-        sub = cell_corners(cells, axes=[a for a in range(3) if not par[a]]).nonzero()
+        sub = mask_points(cell_corners(cells, axes=[a for a in range(3) if not par[a]]))
         idxs.append(sub * 2 + torch.as_tensor(par, device=sub.device))
         sures.append(_settled(tables, _flat_index(sub, m), par, slope, slack))
     return torch.cat(idxs), torch.cat(sures)
@@ -368,10 +405,10 @@ def smoothed_signs(values: torch.Tensor, known: torch.Tensor, level: float = 0.0
     (a thin shell around the raw surface, gathered sparsely) the mean is surely above
     the level when the known part sums to more than a rounding margin and no unknown
     neighbour is <= level, surely below in the mirror case; otherwise both are possible."""
-    above = values > level
+    above = compare(values, ">", level)
     mixed = cell_corners(cell_any(above) & cell_any(~above))  # a cell holding both signs: its corners
     may_above, may_below = above.clone(), ~above
-    idx = mixed.nonzero()
+    idx = mask_points(mixed)
     if idx.shape[0] == 0:
         return may_above, may_below
     sure_above, sure_below = _sure_smoothed_signs(values, known, idx, level)
@@ -438,7 +475,7 @@ class _Level:
         that are not known yet. -> (lo, hi) index box of the points added, or None."""
         sl = tuple(slice(int(o), int(o) + n) for o, n in zip(offset if offset is not None else (0, 0, 0), mask.shape))
         todo = mask & ~self.known[sl]
-        idx = todo.nonzero()
+        idx = mask_points(todo)
         if offset is not None:
             idx = idx + torch.as_tensor(np.asarray(offset), device=idx.device)
         return self.evaluate_points(idx)
@@ -679,7 +716,7 @@ def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = D
 def extent_below(values: torch.Tensor, level: float = 0.0):
     """Index range per axis of the points with value <= level: (lo (3,), hi (3,)), or None.
     (Two sweeps over the array: the x-y plane and the y-z plane of the <= level points.)"""
-    below = values <= level
+    below = compare(values, "<=", level)
     xy = below.any(dim=2)
     if not bool(xy.any()):
         return None

@@ -48,6 +48,35 @@ def _box_any(mask, r):
 
 # ---- lattice morphology ---------------------------------------------------------------------
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compare_is_torchs_comparison_with_the_level_in_the_arrays_dtype(dtype):
+    """Levels that float32 cannot hold (0.1, 1/3), ties, inf and nan, on a lattice large enough
+    for numpy's path and on a small one (torch's)."""
+    for shape in ((70, 70, 70), (5, 6, 7)):
+        a = torch.from_numpy(_rng(3).random(shape) * 0.2).to(dtype)
+        flat = a.view(-1)
+        flat[:4] = torch.tensor([0.1, float(np.float32(0.1)), float("inf"), float("nan")], dtype=dtype)
+        for level in (0.1, 0.0, 1 / 3, float("inf"), float(np.nextafter(np.float32(0.1), 1))):
+            for op, torch_op in (("<=", a.__le__), (">=", a.__ge__), (">", a.__gt__)):
+                assert torch.equal(hi.compare(a, op, level), torch_op(level)), (shape, level, op)
+
+
+@pytest.mark.parametrize("shape, share", [
+    ((257, 257, 257), 0.002),  # sparse, the largest lattice: numpy's pass, the last indices exact
+    ((256, 257, 256), 0.01),  # not a cube
+    ((65, 65, 65), 0.3),  # dense or small: torch's nonzero
+    ((8, 9, 10), 0.5),
+])
+def test_mask_points_are_the_nonzero_indices_in_flat_order(shape, share):
+    rng = _rng(7)
+    mask = torch.from_numpy(rng.random(shape) < share)
+    mask[-1, -1, -1] = mask[0, 0, 0] = True
+    got = hi.mask_points(mask)
+    assert got.dtype == torch.int64
+    assert torch.equal(got, mask.nonzero())
+    assert hi.mask_points(torch.zeros(shape, dtype=torch.bool)).shape == (0, 3)
+
 @pytest.mark.parametrize("level", [0.0, 1.0, -0.5])
 def test_straddling_cells_have_a_corner_on_each_side_ties_included(level):
     rng = _rng(1)
