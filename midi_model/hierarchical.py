@@ -47,6 +47,7 @@ can be checked on analytic fields; the grid points are exactly ``meshing.grid_po
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,7 +83,7 @@ class RefineStats:
                 "closure_rounds": self.closure_rounds}
 
 
-# ---- separable morphology on (m,m,m) arrays -------------------------------------------
+# ---- masks and comparisons, through numpy on the CPU ----------------------------------
 
 # torch's CPU nonzero makes two passes over the whole mask (~30 ms at 257^3 whatever it finds),
 # numpy's skips empty stretches a word at a time: 2-4x faster on the sparse masks the levels
@@ -109,17 +110,21 @@ def mask_points(mask: torch.Tensor) -> torch.Tensor:
     return out.long()
 
 
-_NUMPY_COMPARE = {"<=": np.less_equal, ">=": np.greater_equal, ">": np.greater}
+_COMPARE = {"<=": (operator.le, np.less_equal), ">=": (operator.ge, np.greater_equal),
+            ">": (operator.gt, np.greater)}
 
 
 def compare(a: torch.Tensor, op: str, level: float) -> torch.Tensor:
     """``a <= level`` (op "<="), ``a >= level`` or ``a > level`` as a bool tensor. On the CPU
     numpy's vectorised comparison, about twice as fast as torch's on the lattices here."""
+    torch_op, numpy_op = _COMPARE[op]
     if a.device.type != "cpu" or a.numel() < 1 << 16:
-        return {"<=": a.__le__, ">=": a.__ge__, ">": a.__gt__}[op](level)
+        return torch_op(a, level)
     x = a.numpy()
-    return torch.from_numpy(_NUMPY_COMPARE[op](x, np.asarray(level, dtype=x.dtype)))  # level in a's dtype, as torch
+    return torch.from_numpy(numpy_op(x, np.asarray(level, dtype=x.dtype)))  # level in a's dtype, as torch
 
+
+# ---- separable morphology on (m,m,m) arrays -------------------------------------------
 
 def _along(x: torch.Tensor, axis: int, start: int, stop: int | None) -> torch.Tensor:
     idx = [slice(None)] * 3
