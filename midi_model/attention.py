@@ -110,21 +110,29 @@ class Attention(nn.Module):
         self.use_mi = False  # set on the multi-instance self-attentions
         self.mi_mode = "grouped"
 
+    def context_keys(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values of ``context``, (B, h, T, d) each. ``forward`` takes
+        them as ``keys`` when many blocks of queries attend to one context (the VAE's point
+        queries): the same values, computed once."""
+        h, d = self.heads, self.head_dim
+        if self.norm_cross is not None:
+            context = self.norm_cross(context)
+        kv = torch.cat([self.to_k(context), self.to_v(context)], dim=-1)
+        kv = kv.view(context.shape[0], context.shape[1], h, 2 * d)
+        k, v = kv.split(d, dim=-1)
+        return k.transpose(1, 2), v.transpose(1, 2)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                num_instances: int | None = None) -> torch.Tensor:
+                num_instances: int | None = None, keys: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> torch.Tensor:
         b, t, _ = x.shape
         h, d = self.heads, self.head_dim
         if self.is_cross:
-            if self.norm_cross is not None:
-                context = self.norm_cross(context)
-            q = self.to_q(x).view(b, t, h, d)
-            kv = torch.cat([self.to_k(context), self.to_v(context)], dim=-1)
-            kv = kv.view(b, context.shape[1], h, 2 * d)
-            k, v = kv.split(d, dim=-1)
+            q = self.to_q(x).view(b, t, h, d).transpose(1, 2)
+            k, v = self.context_keys(context) if keys is None else keys
         else:
             qkv = torch.cat([self.to_q(x), self.to_k(x), self.to_v(x)], dim=-1).view(b, t, h, 3 * d)
-            q, k, v = qkv.split(d, dim=-1)
-        q, k, v = (z.transpose(1, 2) for z in (q, k, v))
+            q, k, v = (z.transpose(1, 2) for z in qkv.split(d, dim=-1))
         if self.norm_q is not None:
             q = self.norm_q(q)
             k = self.norm_k(k)

@@ -117,10 +117,14 @@ def _field_queries(vae, latents: torch.Tensor, chunk: int):
         chunk = min(chunk, CPU_QUERY_BLOCK)
 
     def make(i):
+        ctx = context[i:i + 1]
+        with torch.no_grad():
+            keys = vae.query_keys(ctx)  # once per instance, not once per block
+
         def query(points: torch.Tensor) -> torch.Tensor:
             pts = points.to(p.device, p.dtype)[None]
             blocks = [pts[:, a:b] for a, b in even_bounds(pts.shape[1], chunk, streams, QUERY_ROW_MULTIPLE)]
-            out = map_blocks(lambda b: _tiled_query(vae, context[i:i + 1], b), blocks, streams)
+            out = map_blocks(lambda b: _tiled_query(vae, ctx, b, keys), blocks, streams)
             return torch.cat(out, dim=1)[0, :, 0].float()
         return query
     return [make(i) for i in range(latents.shape[0])]
@@ -131,13 +135,14 @@ def whole_tiles(chunk: int) -> int:
     return max(QUERY_ROW_MULTIPLE, chunk - chunk % QUERY_ROW_MULTIPLE)
 
 
-def _tiled_query(vae, context: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """vae.query on pts (1,n,3) padded with copies of the last point to whole tiles."""
+def _tiled_query(vae, context: torch.Tensor, pts: torch.Tensor, keys=None) -> torch.Tensor:
+    """vae.query on pts (1,n,3) padded with copies of the last point to whole tiles
+    (``keys``: the context's ``vae.query_keys``, computed once for many blocks)."""
     n = pts.shape[1]
     pad = -n % QUERY_ROW_MULTIPLE
     if pad:
         pts = torch.cat([pts, pts[:, -1:].expand(-1, pad, -1)], dim=1)
-    return vae.query(context, pts)[:, :n]
+    return vae.query(context, pts, keys)[:, :n]
 
 
 def _decode_hierarchical(vae, latents, depth, official, chunk, callback, record, smoothing,

@@ -203,7 +203,10 @@ class FieldVAE(nn.Module):
     def latent_context(self, latents: torch.Tensor) -> torch.Tensor:
         return latents
 
-    def query(self, context: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def query_keys(self, context: torch.Tensor):
+        return None  # no attention: nothing to keep between blocks
+
+    def query(self, context: torch.Tensor, points: torch.Tensor, keys=None) -> torch.Tensor:
         self.queried += points.shape[0] * points.shape[1]
         self.calls += 1
         out = [self.fields[int(c[0, 0])](p.float()) for c, p in zip(context, points)]

@@ -80,8 +80,8 @@ class CrossBlock(nn.Module):
         self.norm3 = FP32LayerNorm(width, eps=1e-5)
         self.ff = FeedForward(width, 4 * width)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn2(self.norm2(x), context)
+    def forward(self, x: torch.Tensor, context: torch.Tensor, keys=None) -> torch.Tensor:
+        x = x + self.attn2(self.norm2(x), context, keys=keys)
         return x + self.ff(self.norm3(x))
 
 
@@ -129,12 +129,17 @@ class TripoSGVAE(nn.Module):
             x = block(x)
         return x
 
-    def query(self, context: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def query_keys(self, context: torch.Tensor):
+        """The query cross-attention's keys and values of ``context``: pass them to ``query``
+        when it is called block after block on one context."""
+        return self.decoder.blocks[-1].attn2.context_keys(context)
+
+    def query(self, context: torch.Tensor, points: torch.Tensor, keys=None) -> torch.Tensor:
         """context (B,T,W), points (B,P,3) -> field values (B,P,1); the sign is flipped
-        as in the official decoder."""
+        as in the official decoder. ``keys``: ``query_keys(context)``, else computed here."""
         dec = self.decoder
         q = dec.proj_query(self.embedder(points.to(context.dtype)))
-        q = dec.blocks[-1](q, context)
+        q = dec.blocks[-1](q, context, keys)
         return -dec.proj_out(dec.norm_out(q))
 
     def decode(self, latents: torch.Tensor, points: torch.Tensor, chunk: int = DECODE_CHUNK,

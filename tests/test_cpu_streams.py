@@ -101,18 +101,23 @@ def test_streamed_queries_equal_the_blocks_run_one_after_another_bit_for_bit(two
     vae = golden_pipe.vae
     lat = torch.from_numpy(golden["final_latents"])[:1]
     pts = torch.from_numpy(grid_points(BBOX_MIN, BBOX_MAX, 5)[0])  # 35,937 points: 9 blocks
-    threads = []
+    threads, keyed = [], []
     real = vae.query
-    vae.query = lambda ctx, p: threads.append(threading.get_ident()) or real(ctx, p)
+    vae.query = lambda ctx, p, keys=None: threads.append(threading.get_ident()) or real(ctx, p, keys)
+    attn = vae.decoder.blocks[-1].attn2
+    real_keys = attn.context_keys
+    attn.context_keys = lambda ctx: keyed.append(1) or real_keys(ctx)
     try:
         query = meshing._field_queries(vae, lat, 50_000)[0]
         streamed = query(pts)
         assert len(set(threads)) == 2 and threading.get_ident() not in threads
+        assert len(keyed) == 1  # the context's keys: once for the 9 blocks, not once per block
         context = vae.latent_context(lat)
         one_by_one = torch.cat([meshing._tiled_query(vae, context, pts[None, s:s + meshing.CPU_QUERY_BLOCK])
                                 for s in range(0, pts.shape[0], meshing.CPU_QUERY_BLOCK)], dim=1)[0, :, 0]
     finally:
-        del vae.query
+        del vae.query, attn.context_keys
+    assert len(keyed) == 10  # the blocks one by one: their own keys each
     assert threads[-1] == threading.get_ident() and torch.get_num_threads() == 2  # in the caller, two threads
     assert torch.equal(streamed, one_by_one)
 

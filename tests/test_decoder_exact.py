@@ -31,7 +31,10 @@ class FieldVAE(nn.Module):
     def latent_context(self, latents):
         return latents
 
-    def query(self, context, points):
+    def query_keys(self, context):
+        return None
+
+    def query(self, context, points, keys=None):
         out = [self.fields[int(c)](p.float()) for c, p in zip(context[:, 0, 0], points)]
         return torch.stack(out)[..., None]
 
@@ -349,7 +352,7 @@ def test_cpu_query_blocks_give_the_official_chunks_values_bit_for_bit(golden_pip
     pts = torch.from_numpy(grid_points(BBOX_MIN, BBOX_MAX, 5)[0])  # 35,937 points: one official chunk
     calls = []
     real = vae.query
-    vae.query = lambda ctx, p: calls.append(p.shape[1]) or real(ctx, p)
+    vae.query = lambda ctx, p, keys=None: calls.append(p.shape[1]) or real(ctx, p, keys)
     try:
         blocked = [q(pts) for q in meshing._field_queries(vae, lat, 50_000)]
     finally:
