@@ -265,6 +265,12 @@ def certified_points(values: torch.Tensor, known: torch.Tensor, idx: torch.Tenso
     return sure
 
 
+def few_cells(cells: torch.Tensor) -> bool:
+    """Whether so few cells are refined (``OUTRIGHT_SHARE``) that evaluating every corner of their
+    children costs less than certifying them."""
+    return int(cells.sum()) <= cells.numel() * OUTRIGHT_SHARE
+
+
 def children_corners(cells: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     """The points of the next-finer lattice that are corners of the children of ``cells``
     ((m-1)^3 on this lattice) and not known on it, from the list of cells (for a few cells:
@@ -470,6 +476,33 @@ class _Level:
         self.known: torch.Tensor | None = None
         self.bounds = None  # (idx, bound, slope, slack, level) of the points ``certify`` settled above the finest level
 
+    @classmethod
+    def coarsest(cls, query, axes, depth: int, level: int, stats: RefineStats, chunk: int, progress=None):
+        """The lattice of ``level``, every point evaluated."""
+        lv = cls(query, axes, depth, level, stats, chunk, progress)
+        m = 2 ** level + 1
+        lv.values = torch.zeros((m, m, m), dtype=torch.float32, device=axes[0].device)
+        lv.known = torch.zeros((m, m, m), dtype=torch.bool, device=axes[0].device)
+        lv.evaluate(torch.ones_like(lv.known))
+        return lv
+
+    def refine(self, need: torch.Tensor, slope: float, margin: float | None, level: float = 0.0) -> None:
+        """Go one level finer: the values are interpolated (at the finest level, the lower corner's
+        sign), then the children of the cells ``need`` are evaluated (every corner when few cells
+        or no near-zero test) or certified."""
+        coarse_values, coarse_known = self.values, self.known
+        # the finest level keeps only signs where it does not evaluate or settle a point
+        self.values = upsample_points(self.values) if self.level + 1 < self.depth else upsample_signs(self.values)
+        self.known = upsample_known(self.known)
+        self.level, self.stride = self.level + 1, self.stride // 2
+        self.bounds = None
+        if margin is None:
+            self.evaluate(cell_corners(upsample_cells(need)))
+        elif few_cells(need):
+            self.evaluate_points(children_corners(need, coarse_known))
+        else:
+            self.certify(need, coarse_values - level, coarse_known, slope / 2, margin, level)
+
     @property
     def slope_floor(self) -> float:
         """The slope this level's certificates rest on (0 without any): the closure measures no less."""
@@ -477,7 +510,7 @@ class _Level:
 
     def evaluate(self, mask: torch.Tensor, offset=None):
         """Query the field at the lattice points in mask (a sub-box starting at offset)
-        that are not known yet. -> (lo, hi) index box of the points added, or None."""
+        that are not known yet. -> the points added (k,3), or None."""
         sl = tuple(slice(int(o), int(o) + n) for o, n in zip(offset if offset is not None else (0, 0, 0), mask.shape))
         todo = mask & ~self.known[sl]
         idx = mask_points(todo)
@@ -485,28 +518,37 @@ class _Level:
             idx = idx + torch.as_tensor(np.asarray(offset), device=idx.device)
         return self.evaluate_points(idx)
 
-    def evaluate_points(self, idx: torch.Tensor):
-        """Query the field at the lattice points idx (k,3), none of them known yet."""
+    def evaluate_points(self, idx: torch.Tensor, keep_old: bool = True):
+        """Query the field at the lattice points idx (k,3), none of them known yet. -> idx, or
+        None when it is empty. ``keep_old``: keep the values they replace for ``signs_changed``."""
+        if idx.shape[0] == 0:
+            return None
+        v = self.query_points(idx)
+        flat = _flat_index(idx, self.values.shape[0])  # one index per point: cheaper than three
+        self.last_old = self.values.view(-1)[flat] if keep_old else None  # interpolated or settled values
+        self.values.view(-1)[flat] = v
+        self.known.view(-1)[flat] = True
+        self.last_added = idx
+        return idx
+
+    def query_points(self, idx: torch.Tensor, level: int | None = None) -> torch.Tensor:
+        """The field at the points idx (k,3) of this level's lattice (or of ``level``'s), counted
+        in the stats and reported to ``progress`` chunk by chunk. -> (k,) float32."""
+        level = self.level if level is None else level
         n = int(idx.shape[0])
         if n == 0:
-            return None
-        fine = idx * self.stride
+            return torch.zeros(0, device=self.values.device)
+        fine = idx * 2 ** (self.depth - level)
         pts = torch.stack([self.axes[0][fine[:, 0]], self.axes[1][fine[:, 1]], self.axes[2][fine[:, 2]]], dim=1)
         vals = []
         for s in range(0, n, self.chunk):
             vals.append(self.query(pts[s:s + self.chunk]).reshape(-1).to(self.values.device, torch.float32))
             if self.progress is not None:  # after every chunk: the host's progress bar and Cancel
                 levels = self.depth - self.first_level + 1
-                self.progress((self.level - self.first_level + min(s + self.chunk, n) / n) / levels)
-        v = torch.cat(vals)
-        flat = _flat_index(idx, self.values.shape[0])  # one index per point: cheaper than three
-        self.last_old = self.values.view(-1)[flat]  # interpolated or settled values they replace
-        self.values.view(-1)[flat] = v
-        self.known.view(-1)[flat] = True
-        self.last_added = idx
+                self.progress((level - self.first_level + min(s + self.chunk, n) / n) / levels)
         self.stats.points_queried += n
-        self.stats.per_level[self.level] = self.stats.per_level.get(self.level, 0) + n
-        return idx.min(dim=0).values.cpu().numpy(), idx.max(dim=0).values.cpu().numpy()
+        self.stats.per_level[level] = self.stats.per_level.get(level, 0) + n
+        return torch.cat(vals)
 
     def flagged_cells(self, band: int, margin: float | None, slope: float, restrict=None, level: float = 0.0,
                       box=None) -> torch.Tensor:
@@ -546,7 +588,7 @@ class _Level:
                 slope, box = new_slope, full
                 self.loosen_bounds(slope)
             else:
-                lo, hi = added
+                lo, hi = added.min(dim=0).values.cpu().numpy(), added.max(dim=0).values.cpu().numpy()
                 pad = band + 2
                 box = (np.maximum(lo - pad, 0), np.minimum(hi + 1 + pad, m))
 
@@ -571,7 +613,7 @@ class _Level:
         new, sure = certified_children(coarse_values, coarse_known, cells, slope, slack)
         done = sure.abs() <= near * slope  # the points evaluated so far
         todo = new[done]
-        while self.evaluate_points(todo) is not None:
+        while self.evaluate_points(todo, keep_old=False) is not None:
             new_slope = self.slope_with(todo, slope)
             if new_slope <= slope:
                 break
@@ -633,6 +675,18 @@ class _Level:
             fresh = False
 
 
+def _lattice(bbox_min, bbox_max, depth: int, band: int, margin: float | None, device, stats):
+    """Checks the tuning; -> (the grid's axes, one float32 linspace per axis; the stats to fill)."""
+    if band < 0:
+        raise ValueError("band must be >= 0 cells")
+    if margin is not None and margin < 0:
+        raise ValueError("margin must be >= 0 (or None)")
+    g = 2 ** depth + 1
+    axes = [torch.from_numpy(np.linspace(bbox_min[i], bbox_max[i], g, dtype=np.float32)).to(device)
+            for i in range(3)]
+    return axes, RefineStats(depth=depth, dense_points=g ** 3) if stats is None else stats
+
+
 def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAULT_COARSE_DEPTH,
                 band: int = DEFAULT_BAND, smoothing: bool = True, device="cpu", chunk: int = 50_000,
                 level: float = 0.0, restrict=None, stats: RefineStats | None = None,
@@ -646,36 +700,13 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
     ``margin=None`` turns the near-zero test off (surface tracing only).
     ``progress(fraction)`` is called after every chunk of queries (fraction of the levels, 0..1,
     not always increasing: closing a level can take another round)."""
-    if band < 0:
-        raise ValueError("band must be >= 0 cells")
-    if margin is not None and margin < 0:
-        raise ValueError("margin must be >= 0 (or None)")
-    g = 2 ** depth + 1
-    axes = [torch.from_numpy(np.linspace(bbox_min[i], bbox_max[i], g, dtype=np.float32)).to(device)
-            for i in range(3)]
-    if stats is None:
-        stats = RefineStats(depth=depth, dense_points=g ** 3)
+    axes, stats = _lattice(bbox_min, bbox_max, depth, band, margin, device, stats)
     c = max(0, min(coarse_depth, depth))
-    lv = _Level(query, axes, depth, c, stats, chunk, progress)
-    m = 2 ** c + 1
-    lv.values = torch.zeros((m, m, m), dtype=torch.float32, device=device)
-    lv.known = torch.zeros((m, m, m), dtype=torch.bool, device=device)
-    lv.evaluate(torch.ones_like(lv.known))
+    lv = _Level.coarsest(query, axes, depth, c, stats, chunk, progress)
     for lvl in range(c, depth):
         slope = lv.close(band, margin, restrict=restrict, level=level)
         need = lv.flagged_cells(band, margin, slope, restrict, level)
-        coarse_values, coarse_known = lv.values, lv.known
-        # the finest level keeps only signs where it does not evaluate or settle a point
-        lv.values = upsample_points(lv.values) if lvl + 1 < depth else upsample_signs(lv.values)
-        lv.known = upsample_known(lv.known)
-        lv.level, lv.stride = lvl + 1, lv.stride // 2
-        lv.bounds = None
-        if margin is None:
-            lv.evaluate(cell_corners(upsample_cells(need)))
-        elif int(need.sum()) <= need.numel() * OUTRIGHT_SHARE:
-            lv.evaluate_points(children_corners(need, coarse_known))
-        else:
-            lv.certify(need, coarse_values - level, coarse_known, slope / 2, margin, level)
+        lv.refine(need, slope, margin, level)
     if smoothing and restrict is None:
         # finest level: the corners of the straddling cells, then what the smoothing reads
         lv.close_smoothed(level)
@@ -687,6 +718,25 @@ def refine_grid(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAU
     return lv.values, lv.known, stats
 
 
+def _beyond_extent(lv: _Level) -> torch.Tensor:
+    """The box pass's restriction: the cells that can hold a point beyond the current extent of
+    the <= 0 points (all cells when there is none yet)."""
+    ext = extent_below(lv.values)
+    n = lv.values.shape[0]
+    allow = torch.zeros((n - 1,) * 3, dtype=torch.bool, device=lv.values.device)
+    if ext is None:
+        return ~allow
+    ar = torch.arange(n - 1, device=allow.device)
+    for ax in range(3):
+        lo, hi = int(ext[0][ax]), int(ext[1][ax])
+        # a cell c spans lattice points c..c+1: it can hold a point below lo only if c < lo
+        sel = (ar < lo) | (ar >= hi)
+        shape = [1, 1, 1]
+        shape[ax] = n - 1
+        allow |= sel.view(shape)
+    return allow
+
+
 def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = DEFAULT_COARSE_DEPTH,
                     band: int = DEFAULT_BAND, device="cpu", chunk: int = 50_000, stats: RefineStats | None = None,
                     margin: float | None = DEFAULT_MARGIN, progress=None):
@@ -695,27 +745,50 @@ def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = D
     refined, since only they can move it (a cell restricted out lies inside an extent
     set by evaluated points, so its interpolated values never widen the result).
     -> ((lo_idx (3,), hi_idx (3,)), stats) or (None, stats)."""
+    if margin is None:  # surface tracing: the finest level closes over the straddling cells too
+        vals, _, stats = refine_grid(query, bbox_min, bbox_max, depth, coarse_depth, band, smoothing=False,
+                                     device=device, chunk=chunk, restrict=_beyond_extent, stats=stats, margin=margin,
+                                     progress=progress)
+        return extent_below(vals), stats
+    axes, stats = _lattice(bbox_min, bbox_max, depth, band, margin, device, stats)
+    lv = _Level.coarsest(query, axes, depth, max(0, min(coarse_depth, depth)), stats, chunk, progress)
+    while lv.level < depth:
+        slope = lv.close(band, margin, restrict=_beyond_extent)
+        need = lv.flagged_cells(band, margin, slope, _beyond_extent)
+        if lv.level + 1 == depth and few_cells(need):
+            # the finest level's extent from the coarser lattice and the new points alone: no
+            # (2m-1)^3 array of lower-corner signs to build and sweep
+            idx = children_corners(need, lv.known)
+            return upsampled_extent_below(lv.values, idx, lv.query_points(idx, depth)), stats
+        lv.refine(need, slope, margin)
+    return extent_below(lv.values), stats
 
-    def beyond_extent(lv: _Level) -> torch.Tensor:
-        ext = extent_below(lv.values)
-        n = lv.values.shape[0]
-        allow = torch.zeros((n - 1,) * 3, dtype=torch.bool, device=lv.values.device)
-        if ext is None:
-            return ~allow
-        ar = torch.arange(n - 1, device=allow.device)
-        for ax in range(3):
-            lo, hi = int(ext[0][ax]), int(ext[1][ax])
-            # a cell c spans lattice points c..c+1: it can hold a point below lo only if c < lo
-            sel = (ar < lo) | (ar >= hi)
-            shape = [1, 1, 1]
-            shape[ax] = n - 1
-            allow |= sel.view(shape)
-        return allow
 
-    vals, _, stats = refine_grid(query, bbox_min, bbox_max, depth, coarse_depth, band, smoothing=False,
-                                 device=device, chunk=chunk, restrict=beyond_extent, stats=stats, margin=margin,
-                                 progress=progress)
-    return extent_below(vals), stats
+def upsampled_extent_below(coarse: torch.Tensor, idx: torch.Tensor, vals: torch.Tensor, level: float = 0.0):
+    """``extent_below`` of ``upsample_signs(coarse)`` with ``vals`` put at its points ``idx`` (k,3),
+    from per-plane counts of the <= level points: a fine point p holds coarse[p // 2], so a coarse
+    point counts once per fine point it stands for (2 along an axis, 1 at the last index), and
+    the replaced points are taken out and put back with their new values."""
+    m = coarse.shape[0]
+    n = 2 * m - 1
+    below = compare(coarse, "<=", level)
+    b = below.to(torch.float32)  # counts below 2^24: exact
+    w = torch.full((m,), 2.0, device=b.device)
+    w[-1] = 1.0
+    counts = [torch.einsum("ijk,j,k->i", b, w, w), torch.einsum("ijk,i,k->j", b, w, w),
+              torch.einsum("ijk,i,j->k", b, w, w)]
+    old = below.view(-1)[_flat_index(idx // 2, m)]
+    new = compare(vals, "<=", level)
+    lo, hi = np.zeros(3, np.int64), np.zeros(3, np.int64)
+    for ax in range(3):
+        c = counts[ax].round().long().repeat_interleave(2)[:n]
+        c -= torch.bincount(idx[old, ax], minlength=n)
+        c += torch.bincount(idx[new, ax], minlength=n)
+        rows = (c > 0).nonzero()
+        if rows.shape[0] == 0:
+            return None
+        lo[ax], hi[ax] = int(rows[0, 0]), int(rows[-1, 0])
+    return lo, hi
 
 
 def extent_below(values: torch.Tensor, level: float = 0.0):

@@ -772,3 +772,63 @@ def test_extent_below_is_the_index_range_of_the_points_at_or_below_the_level(lev
     one[2, 0, 5] = level  # a tie counts
     lo, hi_ = hi.extent_below(one, level)
     assert lo.tolist() == [2, 0, 5] and hi_.tolist() == [2, 0, 5]
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0])
+def test_upsampled_extent_below_equals_the_extent_of_the_built_finer_lattice(level):
+    """The box pass's finest level: the extent of the lower-corner signs with new values at some
+    points, counted per plane, equals extent_below of the (2m-1)^3 array built and swept. Sparse
+    <= level points, so that replacing one often moves or empties an extreme plane."""
+    rng = _rng(21)
+    for trial in range(60):
+        m = int(rng.integers(2, 8))
+        coarse = torch.from_numpy(_ints(rng, (m, m, m), 0, 9)) + level
+        coarse[coarse <= level] -= 1.0
+        coarse[torch.from_numpy(rng.random((m, m, m)) < 0.8)] = level + 3  # most points above
+        n = 2 * m - 1
+        flat = torch.from_numpy(rng.choice(n ** 3, size=int(rng.integers(0, n ** 3 // 2 + 1)), replace=False))
+        idx = torch.stack([flat // (n * n), flat // n % n, flat % n], dim=1)
+        vals = torch.from_numpy(rng.choice([level - 1.0, level, level + 2.0], size=idx.shape[0]).astype(np.float32))
+        fine = hi.upsample_signs(coarse.float())
+        fine[idx[:, 0], idx[:, 1], idx[:, 2]] = vals
+        want = hi.extent_below(fine, level)
+        got = hi.upsampled_extent_below(coarse.float(), idx, vals, level)
+        if want is None:
+            assert got is None, trial
+        else:
+            assert got is not None and got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist(), trial
+    # a coarse point on the last index stands for one fine point along that axis, not two: replacing
+    # the fine points it stands for leaves nothing
+    m = 4
+    coarse = torch.full((m, m, m), level + 1.0)
+    coarse[0, m - 1, m - 1] = level
+    idx = torch.tensor([[0, 2 * m - 2, 2 * m - 2], [1, 2 * m - 2, 2 * m - 2]])
+    assert hi.upsampled_extent_below(coarse, idx, torch.full((2,), level + 1.0), level) is None
+    lo, hi_ = hi.upsampled_extent_below(coarse, idx[:1], torch.full((1,), level + 1.0), level)
+    assert lo.tolist() == [1, 2 * m - 2, 2 * m - 2] and hi_.tolist() == [1, 2 * m - 2, 2 * m - 2]
+
+
+def test_occupied_extent_equals_the_restricted_refinement_on_the_whole_finer_lattice(monkeypatch):
+    """The box pass reads its finest level's extent from the coarser lattice and the new points
+    when few cells are refined: the same extent and the same queries as the restricted
+    refinement that builds the finest lattice and sweeps it."""
+    from midi_model.meshing import BBOX_MAX, BBOX_MIN
+
+    ball = lambda p: p.norm(dim=1) - 0.3  # noqa: E731
+    fields = {  # field -> whether few enough cells are refined at depth 8 for the sparse path
+        "ball and a small ball off-centre": (
+            lambda p: torch.minimum(ball(p), (p - torch.tensor([0.93, 0.0, -0.2])).norm(dim=1) - 0.02), True),
+        "ball": (ball, False),
+    }
+    for name, (f, sparse) in fields.items():
+        calls = []
+        real = hi.upsampled_extent_below
+        monkeypatch.setattr(hi, "upsampled_extent_below", lambda *a: calls.append(1) or real(*a))
+        got, st = hi.occupied_extent(f, BBOX_MIN, BBOX_MAX, 8, coarse_depth=4)
+        monkeypatch.undo()
+        vals, _, st_full = hi.refine_grid(f, BBOX_MIN, BBOX_MAX, 8, coarse_depth=4, smoothing=False,
+                                          restrict=hi._beyond_extent)
+        want = hi.extent_below(vals)
+        assert calls == ([1] if sparse else []), name
+        assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist(), name
+        assert st.per_level == st_full.per_level, name
