@@ -132,10 +132,11 @@ def _along(x: torch.Tensor, axis: int, start: int, stop: int | None) -> torch.Te
     return x[tuple(idx)]
 
 
-def straddling_cells(a: torch.Tensor, level: float = 0.0) -> torch.Tensor:
+def straddling_cells(a: torch.Tensor, level: float = 0.0, out: torch.Tensor | None = None) -> torch.Tensor:
     """Cells with a corner <= level and a corner >= level: the only cells where
-    marching cubes can put a triangle (ties count, to stay on the safe side)."""
-    return cell_any(compare(a, "<=", level)) & cell_any(compare(a, ">=", level))
+    marching cubes can put a triangle (ties count, to stay on the safe side).
+    ``out``: a bool array of the cells' shape to write them into."""
+    return torch.logical_and(cell_any(compare(a, "<=", level)), cell_any(compare(a, ">=", level)), out=out)
 
 
 def dilate(mask: torch.Tensor, r: int) -> torch.Tensor:

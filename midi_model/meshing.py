@@ -260,7 +260,7 @@ def _crossing_cells_mask(grid: np.ndarray, level: float) -> np.ndarray:
     """Point mask, True at the upper corner (i+1, j+1, k+1) of every cell (i, j, k) that
     has a corner <= level and a corner >= level."""
     mask = np.zeros(grid.shape, bool)
-    mask[1:, 1:, 1:] = straddling_cells(torch.from_numpy(grid), level).numpy()
+    straddling_cells(torch.from_numpy(grid), level, out=torch.from_numpy(mask)[1:, 1:, 1:])
     return mask
 
 
