@@ -224,12 +224,12 @@ def test_decode_out_of_memory_retries_with_smaller_chunks(decoder, golden_pipe, 
     expected = golden_pipe.decode(lat, octree_depth=5, decoder=decoder, chunk=3000)
     query, sizes, raised = golden_pipe.vae.query, [], []
 
-    def small_only(context, points):
+    def small_only(context, points, keys=None):
         sizes.append(points.shape[1])
         if points.shape[1] > 3000:
             raised.append(len(sizes))
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return query(context, points)
+        return query(context, points, keys)
 
     monkeypatch.setattr(golden_pipe.vae, "query", small_only)
     # as on a GPU: the chunk sets the query size (the CPU's cap would keep every block small already)
