@@ -744,7 +744,9 @@ def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = D
     """Index range of the grid points with value <= 0 on the (2^d+1)^3 grid, per axis,
     found coarse-to-fine: only cells beyond the current extent of the <= 0 points are
     refined, since only they can move it (a cell restricted out lies inside an extent
-    set by evaluated points, so its interpolated values never widen the result).
+    set by evaluated points, so its interpolated values never widen the result). When few
+    cells are refined into the finest level (``few_cells``), its extent is counted from the
+    coarser lattice and the new points (``upsampled_extent_below``), not swept on the finest.
     -> ((lo_idx (3,), hi_idx (3,)), stats) or (None, stats)."""
     if margin is None:  # surface tracing: the finest level closes over the straddling cells too
         vals, _, stats = refine_grid(query, bbox_min, bbox_max, depth, coarse_depth, band, smoothing=False,
