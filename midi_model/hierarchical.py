@@ -470,7 +470,6 @@ class _Level:
 
     def __init__(self, query, axes, depth: int, level: int, stats: RefineStats, chunk: int, progress=None):
         self.query, self.axes, self.depth, self.level = query, axes, depth, level
-        self.stride = 2 ** (depth - level)
         self.stats, self.chunk = stats, chunk
         self.first_level, self.progress = level, progress
         self.values: torch.Tensor | None = None
@@ -495,7 +494,7 @@ class _Level:
         # the finest level keeps only signs where it does not evaluate or settle a point
         self.values = upsample_points(self.values) if self.level + 1 < self.depth else upsample_signs(self.values)
         self.known = upsample_known(self.known)
-        self.level, self.stride = self.level + 1, self.stride // 2
+        self.level += 1
         self.bounds = None
         if margin is None:
             self.evaluate(cell_corners(upsample_cells(need)))
@@ -748,22 +747,19 @@ def occupied_extent(query, bbox_min, bbox_max, depth: int, coarse_depth: int = D
     cells are refined into the finest level (``few_cells``), its extent is counted from the
     coarser lattice and the new points (``upsampled_extent_below``), not swept on the finest.
     -> ((lo_idx (3,), hi_idx (3,)), stats) or (None, stats)."""
-    if margin is None:  # surface tracing: the finest level closes over the straddling cells too
-        vals, _, stats = refine_grid(query, bbox_min, bbox_max, depth, coarse_depth, band, smoothing=False,
-                                     device=device, chunk=chunk, restrict=_beyond_extent, stats=stats, margin=margin,
-                                     progress=progress)
-        return extent_below(vals), stats
     axes, stats = _lattice(bbox_min, bbox_max, depth, band, margin, device, stats)
     lv = _Level.coarsest(query, axes, depth, max(0, min(coarse_depth, depth)), stats, chunk, progress)
     while lv.level < depth:
         slope = lv.close(band, margin, restrict=_beyond_extent)
         need = lv.flagged_cells(band, margin, slope, _beyond_extent)
-        if lv.level + 1 == depth and few_cells(need):
+        if margin is not None and lv.level + 1 == depth and few_cells(need):
             # the finest level's extent from the coarser lattice and the new points alone: no
             # (2m-1)^3 array of lower-corner signs to build and sweep
             idx = children_corners(need, lv.known)
             return upsampled_extent_below(lv.values, idx, lv.query_points(idx, depth)), stats
         lv.refine(need, slope, margin)
+    if margin is None:  # surface tracing: the finest level closes over the straddling cells too (as refine_grid)
+        lv.close(0, None, restrict=_beyond_extent)
     return extent_below(lv.values), stats
 
 

@@ -206,6 +206,19 @@ def test_surface_tracing_alone_follows_a_finger_the_lattice_never_sees(smoothing
     assert_same_mesh(mesh(dense, BBOX_MIN, size, smoothing), mesh(grid, BBOX_MIN, size, smoothing))
 
 
+def test_surface_tracing_box_pass_follows_the_finger_to_its_tip():
+    """margin=None in the box pass: only the finest level's closure follows the finger, whose tip
+    sets the +x extent of the <= 0 points."""
+    depth = 6
+    dense = dense_values(finger_field, BBOX_MIN, BBOX_MAX, depth)
+    idx = (dense <= 0).nonzero()
+    assert int(idx[:, 0].max()) > int((dense[::2, ::2, ::2] <= 0).nonzero()[:, 0].max()) * 2 + 1  # beyond the coarser lattice's
+    (lo, hi_), st = hi.occupied_extent(finger_field, BBOX_MIN, BBOX_MAX, depth, coarse_depth=3, margin=None)
+    np.testing.assert_array_equal(lo, idx.min(dim=0).values.numpy())
+    np.testing.assert_array_equal(hi_, idx.max(dim=0).values.numpy())
+    assert st.closure_rounds > 2
+
+
 def test_smoothing_closure_goes_on_when_a_new_value_changes_sign():
     """margin=None: a one-point spike (-10) 1.5 voxels outside a sphere is first evaluated by the
     smoothing closure (it lies in the 3x3x3 neighbourhood of the sphere's smoothed crossing

@@ -610,7 +610,7 @@ def _certified_level(slope, margin=0.9, depth=4, level=0.0):
     lv.evaluate(torch.ones_like(lv.known))
     coarse_values, coarse_known = lv.values, lv.known
     lv.values, lv.known = hi.upsample_points(coarse_values), hi.upsample_known(coarse_known)
-    lv.level, lv.stride = 3, lv.stride // 2
+    lv.level = 3
     used = lv.certify(torch.ones(4, 4, 4, dtype=torch.bool), coarse_values - level, coarse_known, slope, margin, level)
     return lv, used
 
