@@ -25,14 +25,18 @@ _pool_size = 0
 _pool_lock = threading.Lock()
 
 
-def _executor(streams: int) -> ThreadPoolExecutor:
-    """One process-wide pool, grown when more streams are asked for (threads are kept)."""
+def _submit(fn, count: int) -> list:
+    """``count`` runs of ``fn`` on the process-wide pool, grown first when it has fewer threads. The
+    pool it replaces is shut down (its threads end once idle); submitting under the lock means
+    no caller can hold a pool that another is shutting down."""
     global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool_size < streams:
-            _pool = ThreadPoolExecutor(max_workers=streams, thread_name_prefix="midi-stream")
-            _pool_size = streams
-        return _pool
+        if _pool is None or _pool_size < count:
+            old, _pool = _pool, ThreadPoolExecutor(max_workers=count, thread_name_prefix="midi-stream")
+            _pool_size = count
+            if old is not None:
+                old.shutdown(wait=False)  # work already on it finishes
+        return [_pool.submit(fn) for _ in range(count)]
 
 
 def stream_count(streams: int | None = None) -> int:
@@ -89,8 +93,7 @@ def map_blocks(fn, blocks: list, streams: int | None = None) -> list:
         finally:
             torch.set_num_threads(threads)  # new threads start from the last value set: the caller's
 
-    pool = _executor(streams)
-    futures = [pool.submit(stream) for _ in range(streams)]
+    futures = _submit(stream, streams)
     wait(futures)
     for f in futures:
         error = f.exception()

@@ -85,8 +85,14 @@ def test_the_pool_grows_for_more_streams(two_threads):
     map_blocks(lambda b: b, [1, 2])
     size = cpu_streams._pool_size
     assert size >= 2
+    old = cpu_streams._pool
     assert map_blocks(lambda b: b, list(range(6)), streams=size + 1) == list(range(6))
     assert cpu_streams._pool_size == size + 1
+    # the pool it replaced is shut down: its threads end instead of idling for the process's life
+    for t in list(old._threads):
+        t.join(timeout=10)
+    assert not any(t.is_alive() for t in old._threads)
+    assert cpu_streams._pool is not old
 
 
 def test_streamed_queries_equal_the_blocks_run_one_after_another_bit_for_bit(two_threads, golden_pipe, golden):
