@@ -81,6 +81,18 @@ def test_a_new_thread_starts_from_the_callers_thread_count(two_threads):
     assert got == [2]
 
 
+def test_box_smooth_in_slabs_on_the_streams_gives_the_whole_grid_s_bits(two_threads, monkeypatch):
+    """meshing.box_smooth: slabs of x-planes in the streams, the last one short, against one slab."""
+    from midi_model import meshing
+
+    g = torch.randn(23, 21, 22)
+    monkeypatch.setattr(meshing, "SMOOTH_SLAB", 100)
+    whole = meshing.box_smooth(g)
+    for slab in (1, 3, 8):
+        monkeypatch.setattr(meshing, "SMOOTH_SLAB", slab)
+        assert torch.equal(meshing.box_smooth(g), whole)
+
+
 def test_the_pool_grows_for_more_streams(two_threads):
     map_blocks(lambda b: b, [1, 2])
     size = cpu_streams._pool_size
