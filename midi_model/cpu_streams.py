@@ -60,9 +60,11 @@ def even_bounds(n: int, most: int, streams: int, multiple: int = 1) -> list[tupl
 def map_blocks(fn, blocks: list, streams: int | None = None) -> list:
     """[fn(b) for b in blocks], computed by ``streams`` threads that run one torch thread each
     (``stream_count``; 1 runs them here, in order) and take the next block when they are free.
-    Gradients are off in the streams. The first error stops every stream from starting another
-    block and is raised once all have stopped."""
+    Gradients are off in the streams, and inference mode is the caller's (it is per thread: ComfyUI
+    runs nodes in it, and a tensor made there can be written in place only inside it). The first
+    error stops every stream from starting another block and is raised once all have stopped."""
     threads = torch.get_num_threads()
+    inference = torch.is_inference_mode_enabled()
     streams = min(stream_count(streams), len(blocks))
     if streams <= 1:
         return [fn(b) for b in blocks]
@@ -80,7 +82,7 @@ def map_blocks(fn, blocks: list, streams: int | None = None) -> list:
     def stream() -> None:
         torch.set_num_threads(1)  # this thread's setting only (OpenMP and MKL keep one per thread)
         try:
-            with torch.no_grad():
+            with torch.inference_mode(inference), torch.no_grad():
                 while not failed.is_set():
                     i = next_block()
                     if i >= len(blocks):

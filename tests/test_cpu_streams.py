@@ -93,6 +93,21 @@ def test_box_smooth_in_slabs_on_the_streams_gives_the_whole_grid_s_bits(two_thre
         assert torch.equal(meshing.box_smooth(g), whole)
 
 
+def test_streams_run_in_the_callers_inference_mode(two_threads):
+    """ComfyUI runs nodes under torch.inference_mode, which is per thread: a stream must be in it too,
+    or writing in place into a tensor made by the caller fails (box_smooth's slabs did, in the host)."""
+    from midi_model import meshing
+
+    seen = map_blocks(lambda b: torch.is_inference_mode_enabled(), [1, 2, 3, 4])
+    assert seen == [False] * 4
+    g = torch.randn(23, 21, 22)
+    with torch.inference_mode():
+        seen = map_blocks(lambda b: torch.is_inference_mode_enabled(), [1, 2, 3, 4])
+        smoothed = meshing.box_smooth(g.clone())
+    assert seen == [True] * 4
+    assert torch.equal(smoothed, meshing.box_smooth(g))
+
+
 def test_the_pool_grows_for_more_streams(two_threads):
     map_blocks(lambda b: b, [1, 2])
     size = cpu_streams._pool_size

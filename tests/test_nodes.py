@@ -387,6 +387,23 @@ def test_decoder_choices_come_from_the_library(midi_model, golden_arrays):
         np.testing.assert_allclose(mesh.vertices[i, :n].numpy(), golden_arrays[f"mesh{i}_vertices"], atol=1e-4)
 
 
+def test_decode_on_two_threads_as_the_host_runs_it(midi_model, golden_arrays):
+    """The suite runs on one torch thread; ComfyUI on all cores, so the decode's CPU streams (queries,
+    smoothing slabs) run in other threads while the node holds inference mode (the host once failed
+    there: a slab written in place outside it)."""
+    lat = {"samples": torch.from_numpy(golden_arrays["final_latents"])}
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (mesh,) = M["DecodeToMeshes"]().decode(midi_model, lat, 5, "progressive-hierarchical", True)
+    finally:
+        torch.set_num_threads(before)
+    for i in range(3):
+        n, f = int(mesh.vertex_counts[i]), int(mesh.face_counts[i])
+        np.testing.assert_allclose(mesh.vertices[i, :n].numpy(), golden_arrays[f"mesh{i}_vertices"], atol=1e-4)
+        np.testing.assert_array_equal(mesh.faces[i, :f].numpy(), golden_arrays[f"mesh{i}_faces"])
+
+
 def test_download_offline_is_one_clear_error(comfy_dirs, monkeypatch):
     import huggingface_hub
 
