@@ -236,9 +236,10 @@ def box_smooth(grid: torch.Tensor) -> torch.Tensor:
     ``SMOOTH_SLAB`` x-planes in the CPU streams (the same sums per value: the same bits)."""
     n = grid.shape[0]
     out = grid.new_empty(grid.shape)
-    slab = SMOOTH_SLAB if grid.device.type == "cpu" else n
+    cpu = grid.device.type == "cpu"  # elsewhere: one slab, here
+    slab = SMOOTH_SLAB if cpu else n
     map_blocks(lambda ab: _smooth_slab(grid, out, *ab), [(a, min(a + slab, n)) for a in range(0, n, slab)],
-               stream_count() if grid.device.type == "cpu" else 1)
+               stream_count() if cpu else 1)
     return out
 
 
