@@ -275,7 +275,7 @@ def generate(args) -> int:
     from .mesh_cache import MeshCache, mesh_key
     from .files import remove_written, write_new, write_new_bytes
     from .pipeline import MIDIPipeline, decode_settings
-    from .scene import glb_bytes
+    from .scene import glb_bytes, instance_names, numbered_labels
 
     if not args.keep_from and (args.reroll or args.remove or args.add):
         raise MIDIError("--reroll, --remove and --add change a recorded run: give it with --keep-from DUMP")
@@ -325,7 +325,7 @@ def generate(args) -> int:
                                              smoothing=not args.no_smoothing, callback=_progress("decoding"))
     if reused:
         print(f"reused the recorded meshes of {reused} kept object(s)", file=sys.stderr)
-    names = [f"instance_{int(i):03d}" for i in ids]
+    names = instance_names(len(ids), numbered_labels("seg" if seg is not None else "mask", ids))
     extras = []
     if args.texture:  # empty objects (nothing above the iso level) cannot be placed or textured
         keep = [i for i, m in enumerate(meshes) if len(m.faces) > 0]

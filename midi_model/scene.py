@@ -1,6 +1,7 @@
 """Meshes -> one scene with a named node per instance, and GLB export (written by ``files``)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .errors import MIDIInputError
@@ -22,12 +23,25 @@ def unique_names(names) -> list[str]:
     return out
 
 
+def numbered_labels(kind: str, numbers) -> list[str]:
+    """Objects' labels from where they came: ``seg 29`` for a seg map's grey value 29, ``mask 2`` for
+    the second mask, ``box 1`` ... Segment Scene outputs them, and the CLI and Save MIDI Scene name
+    a scene's nodes after them (``instance_names``), so one seg map gives the same names everywhere."""
+    return [f"{kind} {int(k)}" for k in numbers]
+
+
+def safe_name(name) -> str:
+    """A label as a node and file name: every run of characters other than letters, digits, ``_``,
+    ``.`` and ``-`` becomes one ``_`` (``seg 29`` -> ``seg_29``, ``b/c`` -> ``b_c``)."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", str(name).strip()).strip("_")
+
+
 def instance_names(count: int, names=None) -> list[str]:
-    """One unique name per mesh: ``names[i]``, or ``object_<k>`` (k from 1, as every message counts
-    objects) where it is missing or empty."""
+    """One unique name per mesh: ``names[i]`` made safe (``safe_name``), or ``object_<k>`` (k from 1,
+    as every message counts objects) where it is missing or empty."""
     if names is None:
         names = [""] * count
-    names = [str(n) for n in names]
+    names = [safe_name(n) for n in names]
     if len(names) != count:
         raise MIDIInputError(f"{len(names)} names given for {count} meshes")
     return unique_names(n or f"object_{i}" for i, n in enumerate(names, 1))

@@ -14,8 +14,7 @@ from ..midi_model.errors import MIDIInputError
 def object_names(names: str, n: int) -> list[str]:
     """'chair, table' -> ['chair', 'table', 'object_3', ...]; file-name safe, unique (library rule)."""
     given = [s.strip() for s in re.split(r"[,\n]", names or "") if s.strip()][:n]
-    safe = [re.sub(r"[^A-Za-z0-9_.\-]+", "_", g).strip("_") for g in given]
-    return scene_lib.instance_names(n, safe + [""] * (n - len(safe)))
+    return scene_lib.instance_names(n, given + [""] * (n - len(given)))
 
 
 class SaveMIDIScene:

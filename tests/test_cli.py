@@ -30,9 +30,22 @@ def test_glb_has_three_named_meshes(cli_run, golden):
     scene = trimesh.load(str(cli_run / "scene.glb"))
     assert isinstance(scene, trimesh.Scene)
     names = sorted(scene.graph.nodes_geometry)
-    assert names == ["instance_029", "instance_076", "instance_150"]
-    for i, name in enumerate(["instance_029", "instance_076", "instance_150"]):
+    assert names == ["seg_150", "seg_29", "seg_76"]
+    for i, name in enumerate(["seg_29", "seg_76", "seg_150"]):
         assert len(scene.geometry[name].faces) == len(golden[f"mesh{i}_faces"])
+
+
+def test_node_names_are_segment_scenes_labels(cli_run, examples_dir):
+    # the same seg map names the objects alike in the CLI's GLB and in Segment Scene -> Save MIDI Scene
+    from midi_model.scene import instance_names, load_scene_meshes
+    from midi_model.segmentation import segment_scene
+
+    ex = examples_dir / "Realistic-Style"
+    rgb = np.asarray(Image.open(ex / "01_rgb.png").convert("RGB"))
+    seg = np.asarray(Image.open(ex / "01_seg.png").convert("RGB"))  # as a Load Image node gives it
+    labels = segment_scene(rgb, "label_map", seg=seg, max_instances=3).labels
+    names, _ = load_scene_meshes(cli_run / "scene.glb")
+    assert names == instance_names(3, labels) == ["seg_29", "seg_76", "seg_150"]
 
 
 def test_dump_equals_golden(cli_run, golden):

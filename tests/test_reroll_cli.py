@@ -40,8 +40,8 @@ def test_reroll_keeps_other_objects_bit_for_bit(pair):
 def test_reroll_scene_has_all_objects(pair):
     s1, s2 = trimesh.load(str(pair / "scene1.glb")), trimesh.load(str(pair / "scene2.glb"))
     assert sorted(s1.graph.nodes_geometry) == sorted(s2.graph.nodes_geometry) == \
-        ["instance_029", "instance_076", "instance_150"]
-    for name in ("instance_029", "instance_150"):
+        ["seg_150", "seg_29", "seg_76"]
+    for name in ("seg_29", "seg_150"):
         np.testing.assert_array_equal(s2.geometry[name].faces, s1.geometry[name].faces)
 
 

@@ -2,6 +2,7 @@
 dtype names and "auto", stage tables, node names, progress as ``callback(done, total)``."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,6 +52,15 @@ def test_unique_names():
     assert instance_names(3, ["x", "", "x"]) == ["x", "object_2", "x_2"]
     with pytest.raises(MIDIInputError, match=r"2 names given for 3 meshes"):
         instance_names(3, ["a", "b"])
+    # names become node and file names: every run of other characters is one "_"
+    assert instance_names(4, ["seg 29", " b/c ", "a  b.glb", "//"]) == ["seg_29", "b_c", "a_b.glb", "object_4"]
+
+
+def test_labels_name_the_objects_alike_everywhere():
+    from midi_model.scene import numbered_labels
+
+    assert numbered_labels("seg", np.array([29, 150])) == ["seg 29", "seg 150"]
+    assert instance_names(2, numbered_labels("mask", range(1, 3))) == ["mask_1", "mask_2"]
 
 
 def test_scene_nodes_are_named_uniquely():

@@ -250,7 +250,7 @@ def test_generate_with_texture_on_the_golden_checkpoint(golden_model_dir, exampl
             "--texture-size", "64", "--camera-out", str(tmp_path / "camera.json")]
     assert main(argv) == 0
     names, meshes = load_scene_meshes(out)
-    assert names == ["instance_029", "instance_076"]
+    assert names == ["seg_29", "seg_76"]
     loaded = trimesh.load(out, force="scene")
     for name in names:
         tex = loaded.geometry[name].visual.material.baseColorTexture

@@ -11,6 +11,7 @@ from PIL import Image
 from ..errors import MIDIInputError
 from ..inputs import (TRAINED_MAX_INSTANCES, as_rgb_uint8, check_max_setting, enforce_count, masks_from_batch,
                       masks_from_label_map, masks_to_label_map, resolve_overlaps)
+from ..scene import numbered_labels
 from .automatic import filter_automatic_masks, generate_candidates
 from .cleanup import area_to_pixels, clean_mask, dedupe_masks, remove_specks
 from .grounding_dino import GroundingDinoDetector, load_grounding_dino
@@ -135,14 +136,14 @@ def segment_scene(
     drop_note = "clean-up"
     if mode == "label_map":
         ids, out = masks_from_label_map(seg, hw)
-        labels = [f"seg {int(i)}" for i in ids]
+        labels = numbered_labels("seg", ids)
         none_hint = ("the seg map has no non-zero values: paint each object with its own non-zero grey level or "
                      "colour (0 = background)")
         many_hint = "merge or erase objects in the seg map"
     elif mode == "masks":
         keep, out = masks_from_batch(masks, hw, empty=empty_masks)
         ids = keep + 1
-        labels = [f"mask {int(i)}" for i in ids]
+        labels = numbered_labels("mask", ids)
         none_hint = "all masks in the batch are empty (or no masks were given): give at least one non-empty mask"
         many_hint = "give fewer masks"
     else:
@@ -173,7 +174,7 @@ def segment_scene(
             if len(bx) == 0:
                 raise MIDIInputError("mode 'boxes' needs at least one box in pixels: 'x0,y0,x1,y1; x0,y0,x1,y1'")
             out, scores = predict_boxes(make_predictor(sam_model, rgb), bx, multimask)
-            labels = [f"box {i + 1}" for i in range(len(bx))]
+            labels = numbered_labels("box", range(1, len(bx) + 1))
             none_hint = "SegmentScene: every box gave an empty mask after clean-up: lower min_area or redraw the boxes"
             many_hint = "give fewer boxes"
         elif mode == "points":
@@ -183,7 +184,7 @@ def segment_scene(
                     "mode 'points' needs points in pixels: 'x,y[,label]; ... | x,y' ('|' separates objects, "
                     "label 1 = on the object, 0 = not)")
             out, scores = predict_points(make_predictor(sam_model, rgb), groups, multimask)
-            labels = [f"points {i + 1}" for i in range(len(groups))]
+            labels = numbered_labels("points", range(1, len(groups) + 1))
             none_hint = "SegmentScene: every point group gave an empty mask after clean-up: lower min_area or move the points"
             many_hint = "give fewer point groups"
         else:  # automatic
@@ -216,7 +217,7 @@ def segment_scene(
             out, scores, min_area_px=min_px, max_area_fraction=max_area_fraction,
             max_border_fraction=max_border_fraction, min_kept_fraction=min_kept_fraction,
             max_instances=max_instances)
-        labels = [f"object {i + 1}" for i in range(len(out))]
+        labels = numbered_labels("object", range(1, len(out) + 1))
     else:
         if mode == "text" and dedupe_iou:
             keep = dedupe_masks(out, dedupe_iou)
