@@ -68,3 +68,18 @@ def test_bench_exact_path_reads_the_checkpoint_in_float32_when_the_fast_path_is_
     assert next(loads[0][1].vae.parameters()).dtype == torch.bfloat16  # after the exact path too
     assert res["fast_dtype"] == "bfloat16" and len(res["fast_runs_total_s"]) == 2
     assert 1e-4 < res["latent_rel_err_vs_exact"] < 0.05
+
+
+def test_bench_official_without_the_official_code_is_one_clear_error(tmp_path):
+    """bench.official needs a checkout of the official repo: a folder without it is refused, naming the fix,
+    before anything loads (exit code 2 and one error line, as the CLI)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    p = subprocess.run([sys.executable, "-m", "bench.official", "--official-src", str(tmp_path), "--model", "m",
+                        "--image", "i.png", "--seg", "s.png"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip() == (f"error: --official-src {tmp_path}: no midi/pipelines/pipeline_midi.py there: clone "
+                                "https://github.com/VAST-AI-Research/MIDI-3D and pass its folder")
