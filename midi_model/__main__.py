@@ -88,9 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     r = g.add_argument_group("per-object control (with --keep-from)")
     r.add_argument("--keep-from", metavar="DUMP", help="a --dump of an earlier run on the same inputs: its objects "
                                                       "are kept exactly, except those named by --reroll/--remove")
-    r.add_argument("--reroll", metavar="K[,K]", help="objects to sample again (numbered from 1, instance order), "
-                                                     "next to the kept ones, with --seed")
-    r.add_argument("--remove", metavar="K[,K]", help="objects to drop from the scene; the others stay as recorded")
+    r.add_argument("--reroll", metavar="K[,K]", help="objects to sample again (numbered from 1 in instance order, or "
+                                                     "named: seg_29 / mask_2 as in the scene), next to the kept "
+                                                     "ones, with --seed")
+    r.add_argument("--remove", metavar="K[,K]", help="objects to drop from the scene (numbers or names); the others "
+                                                     "stay as recorded")
     r.add_argument("--add", action="store_true", help="sample objects that are not in the recording (extra masks or "
                                                       "seg labels) next to the kept ones")
     g.add_argument("--object-seed", action="append", default=[], metavar="K=SEED",
@@ -283,9 +285,10 @@ def generate(args) -> int:
     scene, query_points = validate_generate(args)
     rgb, masks, ids, seg = scene.rgb, scene.masks, scene.ids, scene.seg
     n_in = len(masks)
+    labels = numbered_labels("seg" if seg is not None else "mask", ids)  # "seg 29": the objects' names
     if recording is not None:
-        reroll = traj.parse_objects(args.reroll, n_in, what="--reroll")
-        remove = traj.parse_objects(args.remove, n_in, what="--remove")
+        reroll = traj.parse_objects(args.reroll, n_in, labels, what="--reroll")
+        remove = traj.parse_objects(args.remove, n_in, labels, what="--remove")
         object_seeds = _object_seeds(args, n_in - len(remove))
     else:
         object_seeds = _object_seeds(args, n_in)

@@ -20,6 +20,7 @@ import torch
 
 from .conditioning import MIDIConditioning
 from .errors import MIDIInputError
+from .scene import safe_name
 
 FORMAT = "midi-trajectory/1"
 INFO_KEY = "trajectory_info"
@@ -117,7 +118,8 @@ class Recording:
 
 
 def parse_objects(spec, n: int, labels=None, what: str = "reroll") -> list[int]:
-    """"2", "1,3", "chair" or [2, 3] (numbered from 1, or by label) -> sorted indices from 0."""
+    """"2", "1,3", "chair" or [2, 3] (numbered from 1, or by label) -> sorted indices from 0.
+    A label matches as shown ("seg 29") or as the scene's node name made of it ("seg_29")."""
     if spec is None:
         return []
     items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s) for s in spec]
@@ -125,6 +127,7 @@ def parse_objects(spec, n: int, labels=None, what: str = "reroll") -> list[int]:
     if isinstance(labels, str):
         labels = [s.strip() for s in labels.split(",")]
     labels = [str(s).strip().lower() for s in (labels or [])]
+    keys = [safe_name(lab) for lab in labels]
     out = set()
     for s in items:
         if s.lstrip("-").isdigit():
@@ -132,8 +135,8 @@ def parse_objects(spec, n: int, labels=None, what: str = "reroll") -> list[int]:
             if not 1 <= k <= n:
                 raise MIDIInputError(f"{what} {s}: objects are numbered from 1 to {n}")
             out.add(k - 1)
-        elif s.lower() in labels:
-            out.update(i for i, lab in enumerate(labels) if lab == s.lower() and i < n)
+        elif safe_name(s.lower()) and safe_name(s.lower()) in keys:
+            out.update(i for i, key in enumerate(keys) if key == safe_name(s.lower()) and i < n)
         else:
             known = f" or one of the labels {', '.join(sorted(set(labels)))}" if labels else ""
             raise MIDIInputError(f"{what} {s!r}: give object numbers from 1 to {n}{known}")

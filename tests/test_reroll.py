@@ -137,6 +137,11 @@ def test_parse_objects_by_number_or_label():
     assert traj.parse_objects(" 3, 1 ", 3) == [0, 2]
     assert traj.parse_objects("chair", 3, labels="table, chair, chair") == [1, 2]
     assert traj.parse_objects("", 3) == []
+    # a label as shown or as the scene's node name made of it
+    seg = ["seg 29", "seg 76", "seg 150"]
+    assert traj.parse_objects("seg_29, SEG 150", 3, labels=seg) == [0, 2]
+    with pytest.raises(MIDIInputError, match="'\\?': give object numbers"):
+        traj.parse_objects("?", 3, labels=["a", "", "b"])  # nothing left of it to name an object
     with pytest.raises(MIDIInputError, match="numbered from 1 to 3"):
         traj.parse_objects("0", 3)
     with pytest.raises(MIDIInputError, match="numbered from 1 to 3"):

@@ -57,7 +57,8 @@ def test_kept_meshes_are_reused_and_chains(pair, common, capsys):
 
 
 def test_remove_and_add(pair, common, golden_model_dir, capsys):
-    assert main(common + ["--keep-from", str(pair / "run1.npz"), "--remove", "2",
+    # an object named as the scene names it (seg_76 is object 2)
+    assert main(common + ["--keep-from", str(pair / "run1.npz"), "--remove", "seg_76",
                           "--out", str(pair / "removed.glb"), "--dump", str(pair / "removed.npz")]) == 0
     a, r = np.load(pair / "run1.npz"), np.load(pair / "removed.npz")
     assert list(r["instance_ids"]) == [29, 150]
@@ -79,6 +80,8 @@ def test_remove_and_add(pair, common, golden_model_dir, capsys):
     (["--steps", "3"], "steps is 3 but the recorded run used 2"),
     (["--size", "96"], "the image differs from the recorded run's"),
     (["--reroll", "5"], "--reroll 5: objects are numbered from 1 to 3"),
+    (["--reroll", "chair"], "--reroll 'chair': give object numbers from 1 to 3 or one of the labels "
+                            "seg 150, seg 29, seg 76"),
 ])
 def test_other_inputs_are_refused(pair, common, change, message, capsys):
     argv = list(common)
