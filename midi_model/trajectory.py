@@ -127,7 +127,6 @@ def parse_objects(spec, n: int, labels=None, what: str = "reroll") -> list[int]:
     if isinstance(labels, str):
         labels = [s.strip() for s in labels.split(",")]
     labels = [str(s).strip().lower() for s in (labels or [])]
-    keys = [safe_name(lab) for lab in labels]
     out = set()
     for s in items:
         if s.lstrip("-").isdigit():
@@ -135,12 +134,19 @@ def parse_objects(spec, n: int, labels=None, what: str = "reroll") -> list[int]:
             if not 1 <= k <= n:
                 raise MIDIInputError(f"{what} {s}: objects are numbered from 1 to {n}")
             out.add(k - 1)
-        elif safe_name(s.lower()) and safe_name(s.lower()) in keys:
-            out.update(i for i, key in enumerate(keys) if key == safe_name(s.lower()) and i < n)
+        elif any(_names_label(s, lab) for lab in labels):
+            out.update(i for i, lab in enumerate(labels) if _names_label(s, lab) and i < n)
         else:
             known = f" or one of the labels {', '.join(sorted(set(labels)))}" if labels else ""
             raise MIDIInputError(f"{what} {s!r}: give object numbers from 1 to {n}{known}")
     return sorted(out)
+
+
+def _names_label(item: str, label: str) -> bool:
+    """Whether ``item`` names the object labelled ``label`` (lower case): the label itself, or the
+    node name made of it (``scene.safe_name``: "seg_29" for "seg 29")."""
+    item = item.lower()
+    return item == label or (safe_name(item) != "" and safe_name(item) == safe_name(label))
 
 
 def plan(recording: Recording, cond: MIDIConditioning, settings: dict, reroll=(), remove=(),

@@ -140,6 +140,7 @@ def test_parse_objects_by_number_or_label():
     # a label as shown or as the scene's node name made of it
     seg = ["seg 29", "seg 76", "seg 150"]
     assert traj.parse_objects("seg_29, SEG 150", 3, labels=seg) == [0, 2]
+    assert traj.parse_objects("椅子", 2, labels=["桌子", "椅子"]) == [1]  # a label with no node-name form
     with pytest.raises(MIDIInputError, match="'\\?': give object numbers"):
         traj.parse_objects("?", 3, labels=["a", "", "b"])  # nothing left of it to name an object
     with pytest.raises(MIDIInputError, match="numbered from 1 to 3"):
