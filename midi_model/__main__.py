@@ -285,7 +285,8 @@ def generate(args) -> int:
     scene, query_points = validate_generate(args)
     rgb, masks, ids, seg = scene.rgb, scene.masks, scene.ids, scene.seg
     n_in = len(masks)
-    labels = numbered_labels("seg" if seg is not None else "mask", ids)  # "seg 29": the objects' names
+    kind = "seg" if seg is not None else "mask"  # the objects' labels: "seg 29" or "mask 2", as Segment Scene's
+    labels = numbered_labels(kind, ids)
     if recording is not None:
         reroll = traj.parse_objects(args.reroll, n_in, labels, what="--reroll")
         remove = traj.parse_objects(args.remove, n_in, labels, what="--remove")
@@ -328,7 +329,7 @@ def generate(args) -> int:
                                              smoothing=not args.no_smoothing, callback=_progress("decoding"))
     if reused:
         print(f"reused the recorded meshes of {reused} kept object(s)", file=sys.stderr)
-    names = instance_names(len(ids), numbered_labels("seg" if seg is not None else "mask", ids))
+    names = instance_names(len(ids), numbered_labels(kind, ids))  # ids of the objects kept after a re-roll
     extras = []
     if args.texture:  # empty objects (nothing above the iso level) cannot be placed or textured
         keep = [i for i, m in enumerate(meshes) if len(m.faces) > 0]

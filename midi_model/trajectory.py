@@ -134,8 +134,8 @@ def parse_objects(spec, n: int, labels=None, what: str = "reroll") -> list[int]:
             if not 1 <= k <= n:
                 raise MIDIInputError(f"{what} {s}: objects are numbered from 1 to {n}")
             out.add(k - 1)
-        elif any(_names_label(s, lab) for lab in labels):
-            out.update(i for i, lab in enumerate(labels) if _names_label(s, lab) and i < n)
+        elif named := [i for i, lab in enumerate(labels) if _names_label(s, lab)]:
+            out.update(i for i in named if i < n)
         else:
             known = f" or one of the labels {', '.join(sorted(set(labels)))}" if labels else ""
             raise MIDIInputError(f"{what} {s!r}: give object numbers from 1 to {n}{known}")
