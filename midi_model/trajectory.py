@@ -126,7 +126,8 @@ def parse_objects(spec, n: int, labels=None, what: str = "reroll") -> list[int]:
     items = [s for s in items if s]
     if isinstance(labels, str):
         labels = [s.strip() for s in labels.split(",")]
-    labels = [str(s).strip().lower() for s in (labels or [])]
+    shown = [str(s).strip() for s in (labels or [])]
+    labels = [s.lower() for s in shown]
     out = set()
     for s in items:
         if s.lstrip("-").isdigit():
@@ -137,7 +138,8 @@ def parse_objects(spec, n: int, labels=None, what: str = "reroll") -> list[int]:
         elif named := [i for i, lab in enumerate(labels) if _names_label(s, lab)]:
             out.update(i for i in named if i < n)
         else:
-            known = f" or one of the labels {', '.join(sorted(set(labels)))}" if labels else ""
+            listing = ", ".join(f"{i} {safe_name(lab) or lab}" for i, lab in enumerate(shown[:n], 1) if lab)
+            known = f" or their names ({listing})" if listing else ""
             raise MIDIInputError(f"{what} {s!r}: give object numbers from 1 to {n}{known}")
     return sorted(out)
 

@@ -141,13 +141,15 @@ def test_parse_objects_by_number_or_label():
     seg = ["seg 29", "seg 76", "seg 150"]
     assert traj.parse_objects("seg_29, SEG 150", 3, labels=seg) == [0, 2]
     assert traj.parse_objects("椅子", 2, labels=["桌子", "椅子"]) == [1]  # a label with no node-name form
-    with pytest.raises(MIDIInputError, match="'\\?': give object numbers"):
+    with pytest.raises(MIDIInputError, match=r"from 1 to 2 or their names \(1 桌子, 2 椅子\)"):
+        traj.parse_objects("sofa", 2, labels=["桌子", "椅子"])  # listed as shown: no node-name form
+    with pytest.raises(MIDIInputError, match=r"'\?': give object numbers from 1 to 3 or their names \(1 a, 3 b\)$"):
         traj.parse_objects("?", 3, labels=["a", "", "b"])  # nothing left of it to name an object
     with pytest.raises(MIDIInputError, match="numbered from 1 to 3"):
         traj.parse_objects("0", 3)
     with pytest.raises(MIDIInputError, match="numbered from 1 to 3"):
         traj.parse_objects("4", 3)
-    with pytest.raises(MIDIInputError, match="labels chair, table"):
+    with pytest.raises(MIDIInputError, match=r"their names \(1 table, 2 chair, 3 chair\)"):
         traj.parse_objects("sofa", 3, labels="table, chair, chair")
 
 

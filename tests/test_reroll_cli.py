@@ -80,8 +80,8 @@ def test_remove_and_add(pair, common, golden_model_dir, capsys):
     (["--steps", "3"], "steps is 3 but the recorded run used 2"),
     (["--size", "96"], "the image differs from the recorded run's"),
     (["--reroll", "5"], "--reroll 5: objects are numbered from 1 to 3"),
-    (["--reroll", "chair"], "--reroll 'chair': give object numbers from 1 to 3 or one of the labels "
-                            "seg 150, seg 29, seg 76"),
+    (["--reroll", "chair"], "--reroll 'chair': give object numbers from 1 to 3 or their names "
+                            "(1 seg_29, 2 seg_76, 3 seg_150)"),
 ])
 def test_other_inputs_are_refused(pair, common, change, message, capsys):
     argv = list(common)
