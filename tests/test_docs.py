@@ -229,7 +229,7 @@ def test_command_lines_use_existing_flags_with_their_defaults(monkeypatch):
 
 def test_flags_in_prose_exist(monkeypatch):
     known = {}
-    for command in ("midi_model", "bench.run", "bench.mutation"):
+    for command in ("midi_model", "bench.run", "bench.mutation", "bench.official"):
         known.update(flags(parser_of(command, monkeypatch)))
     problems = []
     for doc in DOCS:
