@@ -148,7 +148,7 @@ def _names_label(item: str, label: str) -> bool:
     """Whether ``item`` names the object labelled ``label`` (lower case): the label itself, or the
     node name made of it (``scene.safe_name``: "seg_29" for "seg 29")."""
     item = item.lower()
-    return item == label or (safe_name(item) != "" and safe_name(item) == safe_name(label))
+    return item == label or ((node := safe_name(item)) != "" and node == safe_name(label))
 
 
 def plan(recording: Recording, cond: MIDIConditioning, settings: dict, reroll=(), remove=(),
